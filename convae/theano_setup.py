@@ -1,0 +1,88 @@
+"""Theano defaults for convae, applied before Theano is first imported.
+
+Theano 1.0.5 reads its configuration once, at import time, from the
+``THEANO_FLAGS`` environment variable and the ``.theanorc`` files. convae
+needs two things there:
+
+* ``floatX=float32``: the post's network is single precision;
+* ``blas.ldflags``: without it Theano 1.0.5 asks numpy's distutils for a BLAS,
+  which fails on the numpy it has to run with on CPython 3.11, and without a
+  linked BLAS every dot product and convolution takes a slow path. convae links
+  OpenBLAS from Debian's ``libopenblas-dev`` (see the README for why).
+
+This is the only place where convae sets Theano defaults. A value the user set
+in ``THEANO_FLAGS`` or in a ``.theanorc`` file always wins, and if Theano was
+imported before convae, its configuration is left exactly as it is.
+"""
+import configparser
+import glob
+import os
+import sys
+import warnings
+
+# Where Debian (and most Linux distributions) put the linkable OpenBLAS.
+_OPENBLAS_GLOBS = (
+    "/usr/lib/*/libopenblas.so",
+    "/usr/lib/libopenblas.so",
+    "/usr/lib64/libopenblas.so",
+    "/usr/local/lib/libopenblas.so",
+)
+
+MISSING_BLAS_HINT = (
+    "convae: no linkable OpenBLAS found (libopenblas.so); Theano will fall back "
+    "to slow NumPy-based BLAS. Install it with: apt-get install libopenblas-dev"
+)
+
+
+def find_openblas():
+    """Return the path of a linkable ``libopenblas.so``, or None."""
+    for pattern in _OPENBLAS_GLOBS:
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+def default_flags():
+    """The Theano flags convae wants, as a dict of 'section.option' -> value."""
+    blas = find_openblas()
+    ldflags = "-L{} -lopenblas".format(os.path.dirname(blas)) if blas else ""
+    return {"floatX": "float32", "blas.ldflags": ldflags}
+
+
+def _user_settings():
+    """Flags the user set: THEANO_FLAGS keys and options of the .theanorc files."""
+    flags = os.environ.get("THEANO_FLAGS", "")
+    keys = {item.split("=", 1)[0].strip().lower()
+            for item in flags.split(",") if "=" in item}
+    files = [os.path.expanduser(name) for name in
+             os.environ.get("THEANORC", "~/.theanorc").split(os.pathsep)]
+    rc = configparser.RawConfigParser()
+    rc.read(files)
+    for section in rc.sections():
+        for option in rc.options(section):
+            keys.add(option if section == "global"
+                     else "{}.{}".format(section, option))
+    # THEANO_FLAGS may also name global options as 'global.floatX'.
+    return {key[len("global."):] if key.startswith("global.") else key
+            for key in keys}
+
+
+def configure():
+    """Add convae's defaults to THEANO_FLAGS for any flag the user left unset.
+
+    Does nothing once Theano has been imported: its configuration is then
+    already fixed, and belongs to whoever imported it.
+    """
+    if "theano" in sys.modules:
+        return
+    user = _user_settings()
+    additions = ["{}={}".format(key, value)
+                 for key, value in default_flags().items()
+                 if key.lower() not in user]
+    if "blas.ldflags" not in user and not find_openblas():
+        warnings.warn(MISSING_BLAS_HINT, RuntimeWarning, stacklevel=2)
+    if additions:
+        current = os.environ.get("THEANO_FLAGS", "")
+        os.environ["THEANO_FLAGS"] = ",".join(
+            part for part in (current, ",".join(additions)) if part)

@@ -1,0 +1,25 @@
+"""Shared test fixtures: convae imported first, and the real MNIST files.
+
+The MNIST files are read from ``$CONVAE_TEST_MNIST`` or ``../shared/data/mnist``
+beside the repository; they are never copied into the project. Theano's own
+compile cache (``~/.theano``) is shared by every test and test subprocess.
+"""
+import os
+
+import pytest
+
+import convae  # noqa: F401  (sets Theano's defaults before anything imports it)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MNIST_DIR = os.environ.get("CONVAE_TEST_MNIST",
+                           os.path.join(REPO, "..", "shared", "data", "mnist"))
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    """Directory with the four real MNIST IDX files."""
+    if not os.path.isdir(MNIST_DIR):
+        if os.environ.get("CI"):
+            pytest.fail("real MNIST files not found at " + MNIST_DIR)
+        pytest.skip("real MNIST files not found at " + MNIST_DIR)
+    return MNIST_DIR

@@ -1,0 +1,73 @@
+"""NumPy/SciPy reference implementations that the tests compare Theano against.
+
+Written from the definitions, independently of convae's and Lasagne's code.
+All arrays are (batch, channels, rows, cols).
+"""
+import numpy as np
+from scipy import signal
+
+
+def conv2d_valid(x, W):
+    """True ('valid', flipped-filter) convolution; W is (out, in, r, c)."""
+    n, _, rows, cols = x.shape
+    out = np.zeros((n, W.shape[0], rows - W.shape[2] + 1,
+                    cols - W.shape[3] + 1), dtype=np.float64)
+    for i in range(n):
+        for o in range(W.shape[0]):
+            for c in range(W.shape[1]):
+                out[i, o] += signal.convolve2d(x[i, c], W[o, c], mode="valid")
+    return out
+
+
+def maxpool2(x):
+    """2x2 max pooling with stride 2 on even-sized maps."""
+    n, c, rows, cols = x.shape
+    return x.reshape(n, c, rows // 2, 2, cols // 2, 2).max(axis=(3, 5))
+
+
+def transposed_conv2d(x, W, stride=(1, 1), crop=(0, 0), flip_filters=False,
+                      output_size=None):
+    """Transposed convolution by its textbook recipe.
+
+    Dilate the input by ``stride``, pad it with ``filter - 1`` zeros on every
+    side, cross-correlate with W (shape (in, out, r, c); flipped first if
+    ``flip_filters``), then remove ``crop`` rows/cols from each border. A
+    larger ``output_size`` (possible when stride > 1) keeps that many rows/cols
+    from the top-left crop onwards: the bottom/right crop shrinks, and rows
+    past the end of the full result are zero.
+    """
+    n, channels, rows, cols = x.shape
+    fr, fc = W.shape[2:]
+    if flip_filters:
+        W = W[:, :, ::-1, ::-1]
+    dilated = np.zeros((n, channels, (rows - 1) * stride[0] + 1,
+                        (cols - 1) * stride[1] + 1))
+    dilated[:, :, ::stride[0], ::stride[1]] = x
+    padded = np.pad(dilated, ((0, 0), (0, 0), (fr - 1, fr - 1),
+                              (fc - 1, fc - 1)))
+    full = np.zeros((n, W.shape[1], padded.shape[2] - fr + 1,
+                     padded.shape[3] - fc + 1))
+    for i in range(n):
+        for o in range(W.shape[1]):
+            for c in range(channels):
+                full[i, o] += signal.correlate2d(padded[i, c], W[c, o],
+                                                 mode="valid")
+    if output_size is None:
+        output_size = (full.shape[2] - 2 * crop[0], full.shape[3] - 2 * crop[1])
+    out = np.zeros(full.shape[:2] + tuple(output_size))
+    kept = full[:, :, crop[0]:crop[0] + output_size[0],
+                crop[1]:crop[1] + output_size[1]]
+    out[:, :, :kept.shape[2], :kept.shape[3]] = kept
+    return out
+
+
+def upscale_repeat(x, factors):
+    """Nearest-neighbour upscaling: each value becomes a block of its copies."""
+    return np.kron(x, np.ones((1, 1) + tuple(factors), dtype=x.dtype))
+
+
+def upscale_dilate(x, factors):
+    """Each value goes to the top-left of its block; the rest is zero."""
+    block = np.zeros((1, 1) + tuple(factors), dtype=x.dtype)
+    block[0, 0, 0, 0] = 1
+    return np.kron(x, block)

@@ -1,0 +1,50 @@
+"""Theano defaults: float32 and a linked OpenBLAS, never over the user's own settings."""
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+PROBE = """
+import convae, theano, theano.tensor as T, lasagne
+from convae.model import build_convolutional_autoencoder
+x = T.tensor4()
+f = theano.function([x], lasagne.layers.get_output(
+    build_convolutional_autoencoder(x), deterministic=True))
+ops = sorted({type(node.op).__name__ for node in f.maker.fgraph.toposort()})
+print(theano.config.floatX, '|', theano.config.blas.ldflags, '|', ' '.join(ops))
+"""
+
+
+def probe(tmp_path, **env):
+    """Run PROBE in a fresh interpreter with only ``env``'s Theano settings."""
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("THEANO_FLAGS", "THEANORC")}
+    clean["THEANORC"] = str(tmp_path / "no-theanorc")
+    clean.update(env)
+    done = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=clean,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    floatx, ldflags, ops = [part.strip() for part in done.stdout.split("|")]
+    return floatx, ldflags, ops.split(), done.stderr
+
+
+def test_defaults_give_float32_and_blas_backed_convolutions(tmp_path):
+    floatx, ldflags, ops, stderr = probe(tmp_path)
+    assert floatx == "float32"
+    assert "-lopenblas" in ldflags
+    assert "CorrMM" in ops and "CorrMM_gradInputs" in ops and "Dot22" in ops
+    assert "NumPy C-API based implementation for BLAS" not in stderr
+
+
+def test_theano_flags_win(tmp_path):
+    floatx, ldflags, _, _ = probe(tmp_path, THEANO_FLAGS="floatX=float64")
+    assert floatx == "float64"
+    assert "-lopenblas" in ldflags
+
+
+def test_theanorc_wins(tmp_path):
+    rc = tmp_path / "theanorc"
+    rc.write_text("[global]\nfloatX = float64\n[blas]\nldflags = -lblas\n")
+    floatx, ldflags, _, _ = probe(tmp_path, THEANORC=str(rc))
+    assert (floatx, ldflags) == ("float64", "-lblas")

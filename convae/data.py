@@ -1,0 +1,247 @@
+"""MNIST and Fashion-MNIST: find, download, verify and read the IDX files.
+
+Both datasets are the same four IDX files (gzip-compressed or not). Pixels are
+returned as float32 of shape (N, 1, 28, 28) divided by 256, as Lasagne's
+``examples/mnist.py`` does, so values lie in [0, 255/256]. The split is that
+example's: the last 10,000 training images are the validation set, the 10,000
+t10k images the test set.
+
+Where the files come from, first match wins: ``--data-dir`` (or the
+``data_dir`` argument), else ``$CONVAE_DATA_DIR/<dataset>``, else for
+Fashion-MNIST Debian's ``dataset-fashion-mnist`` package, else the per-user
+cache ``$XDG_CACHE_HOME/convae/<dataset>`` (``~/.cache/convae/<dataset>``).
+Missing files are downloaded into the chosen directory from a list of public
+mirrors. Every file is checked against its known SHA-256 before it is used:
+either the gzip file's own hash, or the hash of its decompressed content (so a
+recompressed copy of the official data is accepted). A download is written to
+a temporary name and renamed only once verified.
+"""
+import gzip
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+# name -> (SHA-256 of the official .gz file or None, SHA-256 of its content)
+DATASETS = {
+    "mnist": {
+        "mirrors": (
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ),
+        "debian_dir": None,
+        "sha256": {
+            "train-images-idx3-ubyte.gz": (
+                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+            "train-labels-idx1-ubyte.gz": (
+                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+            "t10k-images-idx3-ubyte.gz": (
+                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+            "t10k-labels-idx1-ubyte.gz": (
+                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+        },
+    },
+    "fashion": {
+        "mirrors": (
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        ),
+        "debian_dir": "/usr/share/datasets/fashion-mnist",
+        "sha256": {
+            "train-images-idx3-ubyte.gz": (
+                None,
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+            "train-labels-idx1-ubyte.gz": (
+                None,
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+            "t10k-images-idx3-ubyte.gz": (
+                None,
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+            "t10k-labels-idx1-ubyte.gz": (
+                None,
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+        },
+    },
+}
+
+IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
+VALIDATION_SIZE = 10000
+
+
+class DataError(Exception):
+    """A data file is missing, corrupt or inconsistent; the message is one line."""
+
+
+def _open(path):
+    """Open an IDX file for reading, transparently gunzipping it."""
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")
+
+
+def _read_bytes(path):
+    try:
+        with _open(path) as f:
+            return f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError("{}: unreadable or truncated ({})".format(path, e))
+
+
+def read_idx(path):
+    """Read an IDX image or label file (gzip or raw) into a uint8 array.
+
+    Returns shape (N, 28, 28) for images and (N,) for labels. Raises DataError
+    for a bad magic number, wrong dimensions or a truncated file.
+    """
+    data = _read_bytes(path)
+    if len(data) < 8:
+        raise DataError("{}: truncated (only {} bytes)".format(path, len(data)))
+    magic, count = int.from_bytes(data[:4], "big"), int.from_bytes(data[4:8], "big")
+    if magic == IMAGE_MAGIC:
+        if len(data) < 16:
+            raise DataError("{}: truncated image header".format(path))
+        rows, cols = int.from_bytes(data[8:12], "big"), int.from_bytes(data[12:16], "big")
+        if (rows, cols) != (28, 28):
+            raise DataError("{}: wrong dimensions {}x{}, expected 28x28".format(
+                path, rows, cols))
+        header, shape = 16, (count, rows, cols)
+    elif magic == LABEL_MAGIC:
+        header, shape = 8, (count,)
+    else:
+        raise DataError("{}: bad magic number {:#010x}, expected {:#010x} "
+                        "(images) or {:#010x} (labels)".format(
+                            path, magic, IMAGE_MAGIC, LABEL_MAGIC))
+    expected = header + int(np.prod(shape))
+    if len(data) != expected:
+        raise DataError("{}: truncated or padded: {} bytes, header says {}".format(
+            path, len(data), expected))
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def sha256_ok(path, dataset, name):
+    """True if the file's SHA-256, or that of its decompressed content, is the known one."""
+    gz_hash, raw_hash = DATASETS[dataset]["sha256"][name]
+    with open(path, "rb") as f:
+        if gz_hash is not None and hashlib.sha256(f.read()).hexdigest() == gz_hash:
+            return True
+    try:
+        return hashlib.sha256(_read_bytes(path)).hexdigest() == raw_hash
+    except DataError:
+        return False
+
+
+def default_data_dir(dataset):
+    """The directory convae reads ``dataset`` from when none is given."""
+    if os.environ.get("CONVAE_DATA_DIR"):
+        return os.path.join(os.environ["CONVAE_DATA_DIR"], dataset)
+    debian = DATASETS[dataset]["debian_dir"]
+    if debian and all(_locate(debian, name) for name in FILES):
+        return debian
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(cache, "convae", dataset)
+
+
+def _locate(directory, name):
+    """Path of ``name`` in ``directory``, compressed or not, or None."""
+    for candidate in (name, name[:-len(".gz")]):
+        path = os.path.join(directory, candidate)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def download(dataset, name, directory, mirrors=None, timeout=60):
+    """Fetch ``name`` into ``directory``, trying each mirror until one verifies.
+
+    The file is streamed to a temporary name in ``directory``, checked against
+    its SHA-256 and only then renamed into place. Returns the final path;
+    raises DataError naming every mirror's failure if none succeeds.
+    """
+    os.makedirs(directory, exist_ok=True)
+    failures = []
+    for mirror in mirrors or DATASETS[dataset]["mirrors"]:
+        url = mirror + name
+        fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".part",
+                                   dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as out, \
+                    urllib.request.urlopen(url, timeout=timeout) as response:
+                length = response.headers.get("Content-Length")
+                size = 0
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    out.write(chunk)
+                    size += len(chunk)
+            if length is not None and size != int(length):
+                raise DataError("got {} of {} bytes".format(size, length))
+            if not sha256_ok(tmp, dataset, name):
+                raise DataError("checksum mismatch")
+            final = os.path.join(directory, name)
+            os.replace(tmp, final)
+            return final
+        except (OSError, urllib.error.URLError, DataError, ValueError) as e:
+            failures.append("{}: {}".format(url, e))
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    raise DataError("could not download {}: {}".format(name, "; ".join(failures)))
+
+
+def dataset_files(dataset="mnist", data_dir=None, fetch=True):
+    """Paths of the four verified files of ``dataset``, downloading missing ones.
+
+    Returns a dict name -> path (keys as in ``FILES``). Raises DataError.
+    """
+    if dataset not in DATASETS:
+        raise DataError("unknown dataset {!r}; choose from {}".format(
+            dataset, ", ".join(sorted(DATASETS))))
+    directory = data_dir or default_data_dir(dataset)
+    paths = {}
+    for name in FILES:
+        path = _locate(directory, name)
+        if path is None:
+            if not fetch:
+                raise DataError("{}: missing from {}".format(name, directory))
+            path = download(dataset, name, directory)
+        elif not sha256_ok(path, dataset, name):
+            raise DataError("{}: checksum mismatch: not the official {} file".format(
+                path, dataset))
+        paths[name] = path
+    return paths
+
+
+def _images_and_labels(paths, images, labels):
+    x, y = read_idx(paths[images]), read_idx(paths[labels])
+    if x.ndim != 3 or y.ndim != 1:
+        raise DataError("{} and {} are not an image file and a label file".format(
+            paths[images], paths[labels]))
+    if len(x) != len(y):
+        raise DataError("{} has {} images but {} has {} labels".format(
+            paths[images], len(x), paths[labels], len(y)))
+    return (x[:, None, :, :] / np.float32(256)).astype(np.float32), y
+
+
+def load_dataset(dataset="mnist", data_dir=None, fetch=True):
+    """Load ``dataset`` as Lasagne's MNIST example does.
+
+    Returns X_train, y_train, X_val, y_val, X_test, y_test: images float32
+    (N, 1, 28, 28) in [0, 1), labels uint8 (N,). 50,000 / 10,000 / 10,000.
+    """
+    paths = dataset_files(dataset, data_dir, fetch)
+    X_train, y_train = _images_and_labels(
+        paths, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+    X_test, y_test = _images_and_labels(
+        paths, "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    X_train, X_val = X_train[:-VALIDATION_SIZE], X_train[-VALIDATION_SIZE:]
+    y_train, y_val = y_train[:-VALIDATION_SIZE], y_train[-VALIDATION_SIZE:]
+    return X_train, y_train, X_val, y_val, X_test, y_test

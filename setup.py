@@ -27,4 +27,5 @@ setup(
         "Lasagne>=0.1",
     ],
     extras_require={"test": ["pytest"]},
+    entry_points={"console_scripts": ["convae-train = convae.train:main"]},
 )

@@ -22,6 +22,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 
 import numpy as np
 
@@ -94,7 +95,7 @@ def _read_bytes(path):
     try:
         with _open(path) as f:
             return f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise DataError("{}: unreadable or truncated ({})".format(path, e))
 
 

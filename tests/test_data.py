@@ -1,0 +1,184 @@
+"""Reading, verifying and downloading the IDX files, on the real MNIST files."""
+import gzip
+import hashlib
+import http.server
+import os
+import shutil
+import threading
+
+import numpy as np
+import pytest
+
+from convae import data
+
+TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
+TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
+
+
+def sha256_file(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_load_dataset_real_mnist(mnist_dir):
+    X_train, y_train, X_val, y_val, X_test, y_test = data.load_dataset(
+        "mnist", mnist_dir, fetch=False)
+    assert X_train.shape == (50000, 1, 28, 28) and X_train.dtype == np.float32
+    assert X_val.shape == (10000, 1, 28, 28) and X_test.shape == (10000, 1, 28, 28)
+    assert y_train.shape == (50000,) and y_val.shape == y_test.shape == (10000,)
+    # Scaled as Lasagne's example: raw bytes / 256.
+    raw = gzip.open(os.path.join(mnist_dir, TRAIN_IMAGES)).read()
+    first = np.frombuffer(raw, np.uint8, count=784, offset=16).reshape(28, 28)
+    np.testing.assert_array_equal(X_train[0, 0], first / np.float32(256))
+    assert X_train.max() == np.float32(255 / 256) and X_train.min() == 0
+    # The well-known first labels of the training and test sets.
+    assert list(y_train[:5]) == [5, 0, 4, 1, 9]
+    assert list(y_test[:5]) == [7, 2, 1, 0, 4]
+    assert np.bincount(y_test).tolist() == [980, 1135, 1032, 1010, 982, 892,
+                                            958, 1028, 974, 1009]
+
+
+def test_recompressed_file_is_accepted_by_its_content(mnist_dir):
+    path = os.path.join(mnist_dir, TRAIN_IMAGES)
+    gz_hash, _ = data.DATASETS["mnist"]["sha256"][TRAIN_IMAGES]
+    assert sha256_file(path) != gz_hash  # the shared copy was recompressed
+    assert data.sha256_ok(path, "mnist", TRAIN_IMAGES)
+
+
+def test_uncompressed_files_are_read_too(mnist_dir, tmp_path):
+    for name in data.FILES:
+        with gzip.open(os.path.join(mnist_dir, name)) as src:
+            (tmp_path / name[:-3]).write_bytes(src.read())
+    paths = data.dataset_files("mnist", str(tmp_path), fetch=False)
+    assert all(not p.endswith(".gz") for p in paths.values())
+    labels = data.read_idx(paths[TEST_LABELS])
+    assert labels.shape == (10000,)
+
+
+def write_idx(path, magic, dims, payload, compress=True):
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
+    opener = gzip.open if compress else open
+    with opener(path, "wb") as f:
+        f.write(header + payload)
+
+
+@pytest.mark.parametrize("magic,dims,payload,message", [
+    (1234, (3,), bytes(3), "bad magic number"),
+    (2051, (2, 27, 28), bytes(2 * 27 * 28), "wrong dimensions"),
+    (2051, (2, 28, 28), bytes(100), "truncated"),
+    (2049, (5,), bytes(3), "truncated"),
+])
+def test_bad_files_get_one_line_errors(tmp_path, magic, dims, payload, message):
+    path = tmp_path / "bad.gz"
+    write_idx(path, magic, dims, payload)
+    with pytest.raises(data.DataError, match=message) as error:
+        data.read_idx(str(path))
+    assert "\n" not in str(error.value) and str(path) in str(error.value)
+
+
+def test_truncated_gzip_is_an_error(tmp_path, mnist_dir):
+    blob = open(os.path.join(mnist_dir, TEST_LABELS), "rb").read()
+    path = tmp_path / TEST_LABELS
+    path.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(data.DataError, match="truncated"):
+        data.read_idx(str(path))
+
+
+def test_checksum_mismatch_and_length_mismatch(tmp_path, mnist_dir):
+    for name in data.FILES:
+        shutil.copy(os.path.join(mnist_dir, name), tmp_path / name)
+    write_idx(tmp_path / TEST_LABELS, 2049, (10000,), bytes(10000))
+    with pytest.raises(data.DataError, match="checksum mismatch"):
+        data.dataset_files("mnist", str(tmp_path), fetch=False)
+    with pytest.raises(data.DataError, match="missing"):
+        data.dataset_files("mnist", str(tmp_path / "nowhere"), fetch=False)
+    paths = {name: str(tmp_path / name) for name in data.FILES}
+    write_idx(tmp_path / "short.gz", 2049, (9999,), bytes(9999))
+    paths[TEST_LABELS] = str(tmp_path / "short.gz")
+    with pytest.raises(data.DataError, match="10000 images but .* 9999 labels"):
+        data._images_and_labels(paths, "t10k-images-idx3-ubyte.gz", TEST_LABELS)
+
+
+class Mirror(http.server.BaseHTTPRequestHandler):
+    """Serves files per path prefix: /good/, /corrupt/, /drop/, /403/, /404/."""
+
+    files = {}
+
+    def do_GET(self):
+        kind, name = self.path.strip("/").split("/", 1)
+        if kind in ("403", "404"):
+            self.send_error(int(kind))
+            return
+        body = self.files[name]
+        if kind == "corrupt":
+            body = body[:100] + bytes(len(body) - 100)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if kind == "drop":
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(2)  # the connection drops mid-file
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def mirror(mnist_dir):
+    Mirror.files = {name: open(os.path.join(mnist_dir, name), "rb").read()
+                    for name in data.FILES}
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Mirror)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield "http://127.0.0.1:{}/".format(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_good_file(mirror, tmp_path):
+    path = data.download("mnist", TEST_LABELS, str(tmp_path), [mirror + "good/"])
+    assert path == str(tmp_path / TEST_LABELS)
+    assert data.read_idx(path)[:3].tolist() == [7, 2, 1]
+    assert os.listdir(tmp_path) == [TEST_LABELS]
+
+
+@pytest.mark.parametrize("bad", ["corrupt", "drop", "403", "404"])
+def test_bad_mirror_alone_leaves_nothing(mirror, tmp_path, bad):
+    with pytest.raises(data.DataError, match="could not download") as error:
+        data.download("mnist", TEST_LABELS, str(tmp_path), [mirror + bad + "/"])
+    assert "\n" not in str(error.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_mirrors_then_a_good_one(mirror, tmp_path):
+    mirrors = [mirror + kind + "/" for kind in ("403", "404", "drop", "corrupt", "good")]
+    path = data.download("mnist", TEST_LABELS, str(tmp_path), mirrors)
+    assert data.sha256_ok(path, "mnist", TEST_LABELS)
+    assert os.listdir(tmp_path) == [TEST_LABELS]
+
+
+def test_missing_files_are_downloaded_into_the_cache(mirror, tmp_path, monkeypatch):
+    monkeypatch.setitem(data.DATASETS["mnist"], "mirrors", (mirror + "404/", mirror + "good/"))
+    monkeypatch.setenv("CONVAE_DATA_DIR", str(tmp_path))
+    paths = data.dataset_files("mnist")
+    assert sorted(os.listdir(tmp_path / "mnist")) == sorted(data.FILES)
+    assert paths[TEST_LABELS] == str(tmp_path / "mnist" / TEST_LABELS)
+
+
+def test_default_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("CONVAE_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert data.default_data_dir("mnist") == str(tmp_path / "convae" / "mnist")
+
+
+def test_fashion_mnist_from_debian_package():
+    directory = data.DATASETS["fashion"]["debian_dir"]
+    if not os.path.isdir(directory):
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    X_train, y_train, X_val, y_val, X_test, y_test = data.load_dataset(
+        "fashion", directory, fetch=False)
+    assert X_train.shape == (50000, 1, 28, 28) and X_test.shape == (10000, 1, 28, 28)
+    assert np.bincount(y_test).tolist() == [1000] * 10

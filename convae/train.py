@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -28,6 +27,7 @@ import theano
 import theano.tensor as T
 
 from convae import data
+from convae.files import save_npz, save_params, write_atomically
 from convae.model import build_convolutional_autoencoder
 
 OPTIMIZERS = ("adam", "nesterov")
@@ -117,52 +117,6 @@ def architecture(network):
                        for layer in lasagne.layers.get_all_layers(network)])
 
 
-def save_atomically(path, arrays):
-    """Write arrays to ``path`` as .npz via a temporary file and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_text_atomically(path, text):
-    """Write text to ``path`` via a temporary file and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def load_params(path, network):
-    """Load ``arr_0..arr_n`` parameter values from ``path`` into network.
-
-    Raises TrainingError if the file is unreadable or made for another network.
-    """
-    try:
-        with np.load(path) as f:
-            values = [f["arr_%d" % i] for i in range(len(f.files))]
-    except (OSError, ValueError, KeyError) as e:
-        raise TrainingError("{}: not a readable parameter file ({})".format(path, e))
-    shapes = [p.get_value().shape for p in lasagne.layers.get_all_params(network)]
-    if [v.shape for v in values] != shapes:
-        raise TrainingError("{}: parameters of another architecture "
-                            "(shapes {} != {})".format(
-                                path, [v.shape for v in values], shapes))
-    lasagne.layers.set_all_param_values(network, values)
-
-
 class Run:
     """One training run's state: compiled functions, data, RNG and metrics."""
 
@@ -188,9 +142,7 @@ class Run:
 
     def save(self):
         """Save parameters (model.npz), full state (checkpoint.npz), metrics."""
-        lasagne_values = lasagne.layers.get_all_param_values(self.network)
-        save_atomically(os.path.join(self.out_dir, "model.npz"),
-                        {"arr_%d" % i: v for i, v in enumerate(lasagne_values)})
+        save_params(os.path.join(self.out_dir, "model.npz"), self.network)
         kind, keys, pos, has_gauss, gauss = self.epoch_rng_state
         arrays = {"shared_%d" % i: var.get_value()
                   for i, var in enumerate(self.state)}
@@ -201,9 +153,10 @@ class Run:
             position=np.array([self.epoch, self.batch]),
             err_sum=np.array(self.err_sum),
             rng_keys=keys, rng_extra=np.array([pos, has_gauss, gauss]))
-        save_atomically(self.checkpoint_path(), arrays)
-        write_text_atomically(os.path.join(self.out_dir, "metrics.jsonl"), "".join(
-            json.dumps(m) + "\n" for m in self.metrics))
+        save_npz(self.checkpoint_path(), arrays)
+        lines = "".join(json.dumps(m) + "\n" for m in self.metrics)
+        write_atomically(os.path.join(self.out_dir, "metrics.jsonl"),
+                         lambda f: f.write(lines), mode="w")
 
     def restore(self, path):
         """Continue from checkpoint ``path``; TrainingError if it is not ours."""
@@ -399,8 +352,9 @@ def main(argv=None):
             return 130
         test_err = mean_loss(run.val_fn, X_test)
         print("Final test MSE: {:.6f}".format(test_err))
-        write_text_atomically(os.path.join(args.out, "test.json"),
-                              json.dumps({"test_mse": test_err}) + "\n")
+        write_atomically(os.path.join(args.out, "test.json"),
+                         lambda f: f.write(json.dumps({"test_mse": test_err}) + "\n"),
+                         mode="w")
         return 0
     except (TrainingError, data.DataError, OSError) as e:
         print("convae-train: error: {}".format(e), file=sys.stderr)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything convae needs, on a fresh Debian/Ubuntu machine or an old one:
 #  1. OpenBLAS from the distribution (libopenblas-dev), which Theano links for
-#     its BLAS calls and gemm-based convolutions;
+#     its BLAS calls and gemm-based convolutions, and Fashion-MNIST
+#     (dataset-fashion-mnist, 30 MB) for --dataset fashion;
 #  2. a virtual environment in .venv with requirements.txt and convae itself.
 # Safe to run again: it only does what is missing or out of date.
 set -euo pipefail
@@ -16,12 +17,15 @@ have_openblas() {  # the same places convae/theano_setup.py looks
     return 1
 }
 
-if ! have_openblas; then
+packages=""
+have_openblas || packages="libopenblas-dev"
+[ -d /usr/share/datasets/fashion-mnist ] || packages="$packages dataset-fashion-mnist"
+if [ -n "$packages" ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    echo "setup: installing OpenBLAS (libopenblas-dev) with apt-get" >&2
+    echo "setup: installing$packages with apt-get" >&2
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libopenblas-dev >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $packages >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -177,6 +177,8 @@ def test_default_cache_dir(monkeypatch, tmp_path):
 def test_fashion_mnist_from_debian_package():
     directory = data.DATASETS["fashion"]["debian_dir"]
     if not os.path.isdir(directory):
+        if os.environ.get("CI"):
+            pytest.fail("Debian's dataset-fashion-mnist is not installed at " + directory)
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
     X_train, y_train, X_val, y_val, X_test, y_test = data.load_dataset(
         "fashion", directory, fetch=False)

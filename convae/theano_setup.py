@@ -5,6 +5,7 @@ Theano 1.0.5 reads its configuration once, at import time, from the
 needs two things there:
 
 * ``floatX=float32``: the post's network is single precision;
+* ``openmp=True`` unless ``CONVAE_FAST=0``, see ``convae.fast``;
 * ``blas.ldflags``: without it Theano 1.0.5 asks numpy's distutils for a BLAS,
   which fails on the numpy it has to run with on CPython 3.11, and without a
   linked BLAS every dot product and convolution takes a slow path. convae links
@@ -44,10 +45,17 @@ def find_openblas():
 
 
 def default_flags():
-    """The Theano flags convae wants, as a dict of 'section.option' -> value."""
+    """The Theano flags convae wants, as a dict of 'section.option' -> value.
+
+    ``openmp=True`` lets the convolutions use every core; it is part of
+    convae's fast path and left out when ``CONVAE_FAST=0`` (see convae.fast).
+    """
     blas = find_openblas()
     ldflags = "-L{} -lopenblas".format(os.path.dirname(blas)) if blas else ""
-    return {"floatX": "float32", "blas.ldflags": ldflags}
+    flags = {"floatX": "float32", "blas.ldflags": ldflags}
+    if os.environ.get("CONVAE_FAST", "1") != "0":
+        flags["openmp"] = "True"
+    return flags
 
 
 def _user_settings():

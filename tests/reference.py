@@ -71,3 +71,23 @@ def upscale_dilate(x, factors):
     block = np.zeros((1, 1) + tuple(factors), dtype=x.dtype)
     block[0, 0, 0, 0] = 1
     return np.kron(x, block)
+
+
+def autoencoder_forward(values, x):
+    """The post's whole network with dropout off, in NumPy/SciPy.
+
+    values: parameter arrays in Lasagne's order (conv1 W, b, conv2 W, b,
+    dense 256 W, b, dense 512 W, b, deconv2 b, deconv1 b); the deconvolutions
+    reuse the convolutions' W. x: (N, 1, 28, 28) -> (N, 1, 28, 28).
+    """
+    W1, b1, W2, b2, Wd1, bd1, Wd2, bd2, bt2, bt1 = [np.asarray(v, np.float64)
+                                                    for v in values]
+    x = np.asarray(x, np.float64)
+    h = maxpool2(np.tanh(conv2d_valid(x, W1) + b1[None, :, None, None]))
+    h = maxpool2(np.tanh(conv2d_valid(h, W2) + b2[None, :, None, None]))
+    h = np.tanh(h.reshape(len(x), 512) @ Wd1 + bd1)
+    h = np.tanh(h @ Wd2 + bd2)
+    h = upscale_repeat(h.reshape(len(x), 32, 4, 4), (2, 2))
+    h = np.maximum(transposed_conv2d(h, W2) + bt2[None, :, None, None], 0)
+    h = upscale_repeat(h, (2, 2))
+    return np.maximum(transposed_conv2d(h, W1) + bt1[None, :, None, None], 0)

@@ -100,27 +100,6 @@ def test_rejects_an_input_var_that_is_not_4d():
         build_convolutional_autoencoder(T.matrix())
 
 
-def numpy_forward(named, x):
-    """The whole network in NumPy/SciPy, dropout off."""
-    p = {name: (layer.W.get_value().astype(np.float64) if hasattr(layer, "W") else None,
-                layer.b.get_value().astype(np.float64) if hasattr(layer, "b") else None)
-         for name, layer in named.items()}
-    h = np.tanh(reference.conv2d_valid(x, p["auto_conv1A"][0])
-                + p["auto_conv1A"][1][None, :, None, None])
-    h = reference.maxpool2(h)
-    h = np.tanh(reference.conv2d_valid(h, p["auto_conv2A"][0])
-                + p["auto_conv2A"][1][None, :, None, None])
-    h = reference.maxpool2(h).reshape(len(x), 512)
-    h = np.tanh(h @ p["auto_dense1A"][0] + p["auto_dense1A"][1])
-    h = np.tanh(h @ p["auto_dense1B"][0] + p["auto_dense1B"][1])
-    h = reference.upscale_repeat(h.reshape(len(x), 32, 4, 4), (2, 2))
-    h = np.maximum(reference.transposed_conv2d(h, p["auto_conv2A"][0])
-                   + p["auto_deconv2B"][1][None, :, None, None], 0)
-    h = reference.upscale_repeat(h, (2, 2))
-    return np.maximum(reference.transposed_conv2d(h, p["auto_conv1A"][0])
-                      + p["auto_deconv1B"][1][None, :, None, None], 0)
-
-
 def test_forward_pass_on_real_mnist_matches_numpy(mnist_dir):
     images = data.read_idx(os.path.join(mnist_dir, "t10k-images-idx3-ubyte.gz"))
     x = (images[:8, None] / np.float32(256)).astype("float32")
@@ -134,7 +113,8 @@ def test_forward_pass_on_real_mnist_matches_numpy(mnist_dir):
     forward = theano.function(
         [input_var], lasagne.layers.get_output(net, deterministic=True))
     got = forward(x)
-    want = numpy_forward(layers_by_name(net), x.astype(np.float64))
+    want = reference.autoencoder_forward(
+        lasagne.layers.get_all_param_values(net), x)
     assert got.shape == (8, 1, 28, 28)
     assert (want > 0).mean() > 0.1  # the rectified output is not all zero
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

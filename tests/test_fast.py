@@ -1,0 +1,100 @@
+"""The fast path computes the post's function: forward and gradients."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import theano
+import theano.tensor as T
+
+import lasagne
+from convae import data, fast
+from convae.model import build_convolutional_autoencoder
+
+import reference
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SLOW_MODE = theano.compile.get_default_mode().excluding("convae_fast")
+
+
+def op_names(fn):
+    return {type(node.op).__name__ for node in fn.maker.fgraph.toposort()}
+
+
+def test_float32_tanh_forward_and_gradient():
+    x = T.tensor4()
+    w = np.random.RandomState(0).randn(3, 4, 5, 6).astype("float32")
+    values = (3 * np.random.RandomState(1).randn(3, 4, 5, 6)).astype("float32")
+    cost = (w * fast.float32_tanh(x)).sum()
+    f = theano.function([x], [fast.float32_tanh(x), T.grad(cost, x)])
+    y, g = f(values)
+    np.testing.assert_allclose(y, np.tanh(values.astype(np.float64)), rtol=2e-6, atol=2e-7)
+    np.testing.assert_allclose(g, w * (1 - np.tanh(values.astype(np.float64)) ** 2),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def setup(mnist_dir):
+    images = data.read_idx(os.path.join(mnist_dir, "t10k-images-idx3-ubyte.gz"))
+    x = (images[:4, None] / np.float32(256)).astype("float32")
+    # Blank background makes exactly equal values in max-pool windows, where
+    # Theano's gradient goes to every tied maximum: jitter breaks the ties.
+    x += np.random.RandomState(5).uniform(0, 0.01, x.shape).astype("float32")
+    lasagne.random.set_rng(np.random.RandomState(4))
+    input_var = T.tensor4()
+    net = build_convolutional_autoencoder(input_var)
+    rng = np.random.RandomState(2)
+    for param in lasagne.layers.get_all_params(net):
+        value = param.get_value()
+        param.set_value((0.2 * rng.randn(*value.shape)).astype("float32"))
+    prediction = lasagne.layers.get_output(net, deterministic=True)
+    loss = lasagne.objectives.squared_error(prediction, input_var).mean()
+    params = lasagne.layers.get_all_params(net, trainable=True)
+    grads = T.grad(loss, params)
+    return x, net, input_var, loss, grads
+
+
+def test_fast_path_is_on_and_can_be_left_out(setup):
+    x, net, input_var, loss, grads = setup
+    fast_fn = theano.function([input_var], grads)
+    slow_fn = theano.function([input_var], grads, mode=SLOW_MODE)
+    assert "Float32Tanh" in op_names(fast_fn)
+    assert "Float32Tanh" not in op_names(slow_fn)
+    for a, b in zip(fast_fn(x), slow_fn(x)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
+
+
+def test_gradients_match_numpy_finite_differences(setup):
+    """<grad, d> from Theano (fast path) = NumPy float64 central difference along d."""
+    x, net, input_var, loss, grads = setup
+    fn = theano.function([input_var], grads)
+    values = [v.astype(np.float64) for v in lasagne.layers.get_all_param_values(net)]
+    rng = np.random.RandomState(3)
+    direction = [rng.randn(*v.shape) for v in values]
+    analytic = sum(float((g * d).sum()) for g, d in zip(fn(x), direction))
+
+    def numpy_loss(step):
+        moved = [v + step * d for v, d in zip(values, direction)]
+        return ((reference.autoencoder_forward(moved, x) - x) ** 2).mean()
+
+    eps = 1e-5  # small enough that no ReLU or max-pool switches sides
+    numeric = (numpy_loss(eps) - numpy_loss(-eps)) / (2 * eps)
+    assert abs(analytic - numeric) <= 2e-3 * abs(numeric) + 1e-6
+
+
+def test_convae_fast_0_switches_everything_off(tmp_path):
+    probe = ("import convae, theano, theano.tensor as T\n"
+             "x = T.matrix()\n"
+             "f = theano.function([x], T.tanh(x))\n"
+             "print(theano.config.openmp, "
+             "any(type(n.op).__name__ == 'Float32Tanh' for n in f.maker.fgraph.toposort()))\n")
+    env = {k: v for k, v in os.environ.items() if k != "THEANO_FLAGS"}
+    outputs = {}
+    for setting in ("0", "1"):
+        env["CONVAE_FAST"] = setting
+        done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        outputs[setting] = done.stdout.split()
+    assert outputs == {"0": ["False", "False"], "1": ["True", "True"]}

@@ -27,5 +27,10 @@ setup(
         "Lasagne>=0.1",
     ],
     extras_require={"test": ["pytest"]},
-    entry_points={"console_scripts": ["convae-train = convae.train:main"]},
+    package_data={"convae": ["weights/*.npz", "weights/*.jsonl"]},
+    entry_points={"console_scripts": [
+        "convae-train = convae.train:main",
+        "convae-reconstruct = convae.reconstruct:main",
+        "convae-figures = convae.make_figures:main",
+    ]},
 )

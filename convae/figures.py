@@ -1,0 +1,182 @@
+"""The post's figures and a few it did not show, as matplotlib figures.
+
+Every ``*_figure`` function takes NumPy arrays and returns a
+``matplotlib.figure.Figure`` (headless, Agg), so a notebook shows it and a
+script saves it with ``save_figure``. Images are (N, 1, 28, 28) or (N, 28, 28)
+floats in [0, 1]. ``Codec`` compiles what the figures need from a trained
+network: reconstruction, the 256-unit code, and decoding from a code.
+"""
+import json
+import os
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+import convae  # noqa: F401  (Theano defaults before Theano is imported)
+import lasagne
+import theano
+import theano.tensor as T
+
+from convae.files import load_params, write_atomically
+from convae.model import build_convolutional_autoencoder
+
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
+SHIPPED_WEIGHTS = os.path.join(WEIGHTS_DIR, "mnist.npz")
+SHIPPED_METRICS = os.path.join(WEIGHTS_DIR, "mnist_metrics.jsonl")
+SHIPPED_DENOISING_WEIGHTS = os.path.join(WEIGHTS_DIR, "mnist_denoising.npz")
+CODE_LAYER = "auto_dense1A"
+
+
+class Codec:
+    """A built network with compiled reconstruct, encode and decode functions.
+
+    reconstruct(x): (N, 1, 28, 28) -> (N, 1, 28, 28), dropout off.
+    encode(x): (N, 1, 28, 28) -> (N, 256) codes (the ``auto_dense1A`` output).
+    decode(z): (N, 256) -> (N, 1, 28, 28).
+    """
+
+    def __init__(self, weights=None):
+        self.input_var = T.tensor4("inputs")
+        self.network = build_convolutional_autoencoder(self.input_var)
+        if weights is not None:
+            load_params(weights, self.network)
+        code_layer = next(layer for layer in
+                          lasagne.layers.get_all_layers(self.network)
+                          if layer.name == CODE_LAYER)
+        code_var = T.matrix("code")
+        output = lasagne.layers.get_output(self.network, deterministic=True)
+        self.reconstruct = theano.function([self.input_var], output)
+        self.encode = theano.function([self.input_var], lasagne.layers.get_output(
+            code_layer, deterministic=True))
+        self.decode = theano.function([code_var], lasagne.layers.get_output(
+            self.network, {code_layer: code_var}, deterministic=True))
+
+    def first_layer_filters(self):
+        """The 32 first-layer filters, (32, 5, 5): also the decoder's last filters."""
+        conv1 = lasagne.layers.get_all_layers(self.network)[1]
+        return conv1.W.get_value()[:, 0]
+
+
+def _images(x):
+    x = np.asarray(x)
+    return x[:, 0] if x.ndim == 4 else x
+
+
+def _grid(fig, rows, cols, images, row_labels=(), titles=()):
+    """Draw images (rows * cols, 28, 28) on fig, row by row."""
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if index < len(images):
+            ax.imshow(images[index], cmap="gray", vmin=0, vmax=1,
+                      interpolation="nearest")
+        else:
+            ax.axis("off")
+    for row, label in enumerate(row_labels):
+        axes[row, 0].set_ylabel(label)
+    for col, title in enumerate(titles):
+        axes[0, col].set_title(title, fontsize=8)
+    return axes
+
+
+def reconstruction_figure(originals, reconstructions, titles=()):
+    """Originals above their reconstructions, one pair per column, as in the post."""
+    originals, reconstructions = _images(originals), _images(reconstructions)
+    n = len(originals)
+    fig = Figure(figsize=(1.1 * n, 2.6), dpi=100)
+    _grid(fig, 2, n, np.concatenate([originals, np.clip(reconstructions, 0, 1)]),
+          row_labels=("original", "reconstructed"), titles=titles)
+    return fig
+
+
+def denoising_figure(noisy, denoised, clean):
+    """Rows: noisy input, the network's output, the clean digit."""
+    noisy, denoised, clean = _images(noisy), _images(denoised), _images(clean)
+    n = len(clean)
+    fig = Figure(figsize=(1.1 * n, 3.8), dpi=100)
+    _grid(fig, 3, n, np.concatenate([noisy, np.clip(denoised, 0, 1), clean]),
+          row_labels=("noisy", "denoised", "clean"))
+    return fig
+
+
+def learning_curves_figure(metrics):
+    """Training and validation loss (MSE) per epoch, from metrics.jsonl records."""
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.subplots()
+    epochs = [m["epoch"] for m in metrics]
+    ax.plot(epochs, [m["train_loss"] for m in metrics], "o-", label="training (dropout on)")
+    ax.plot(epochs, [m["val_loss"] for m in metrics], "s-", label="validation")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("mean squared error per pixel")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def filters_figure(filters):
+    """The first-layer filters (32, 5, 5) in a 4 x 8 grid, each scaled to its range."""
+    filters = np.asarray(filters)
+    fig = Figure(figsize=(8, 4.4), dpi=100)
+    axes = fig.subplots(4, 8)
+    for ax, w in zip(axes.flat, filters):
+        ax.imshow(w, cmap="gray", interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("auto_conv1A filters (tied: also auto_deconv1B's)")
+    return fig
+
+
+def pca_2d(codes):
+    """Project codes (N, D) on their first two principal components -> (N, 2)."""
+    centred = codes - codes.mean(axis=0)
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    return centred @ components[:2].T
+
+
+def code_pca_figure(codes, labels):
+    """Scatter of the codes' first two principal components, coloured by label."""
+    points = pca_2d(np.asarray(codes, dtype=np.float64))
+    fig = Figure(figsize=(6.5, 6), dpi=100)
+    ax = fig.subplots()
+    scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10",
+                         s=3, alpha=0.6, vmin=-0.5, vmax=9.5)
+    fig.colorbar(scatter, ax=ax, ticks=range(10), label="digit")
+    ax.set_xlabel("principal component 1")
+    ax.set_ylabel("principal component 2")
+    ax.set_title("256-unit code of the test set, PCA")
+    fig.tight_layout()
+    return fig
+
+
+def interpolate_codes(start, end, steps):
+    """Codes on the straight line from start to end (D,), as (steps, D)."""
+    weights = np.linspace(0, 1, steps)[:, None]
+    return ((1 - weights) * start + weights * end).astype(np.float32)
+
+
+def interpolation_figure(decoded, first, last):
+    """Decoded images along a line between two codes, ends shown as originals."""
+    decoded = _images(decoded)
+    images = np.concatenate([_images(first[None]), decoded, _images(last[None])])
+    fig = Figure(figsize=(1.0 * len(images), 1.4), dpi=100)
+    titles = ["start"] + ["" for _ in decoded] + ["end"]
+    _grid(fig, 1, len(images), images, titles=titles)
+    return fig
+
+
+def save_figure(fig, path):
+    """Write fig as PNG to path atomically; creates the directory if needed."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    write_atomically(path, lambda f: fig.savefig(f, format="png"))
+
+
+def read_metrics(path):
+    """Read a metrics.jsonl file into a list of dicts."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,80 @@
+"""Regenerate every figure in ``figures/`` from the shipped (or given) weights.
+
+Usage: ``convae-figures`` (or ``python scripts/make_figures.py``). Writes
+reconstructions.png, learning_curves.png, filters.png, code_pca.png,
+interpolation.png and denoising.png into ``--out-dir`` (default ``figures``).
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from convae import data, figures
+from convae.files import ParameterFileError
+from convae.reconstruct import (common_arguments, pick_indices, weights_path,
+                                writable_path)
+
+
+def noisy_copies(images, level=0.3, seed=0):
+    """Gaussian noise of std ``level`` added to images, clipped to [0, 1]."""
+    noise = np.random.RandomState(seed).normal(0, level, images.shape)
+    return np.clip(images + noise, 0, 1).astype(np.float32)
+
+
+def make_all(codec, X_test, y_test, metrics, denoiser, out_dir):
+    """Write all figures into out_dir; returns the list of paths written."""
+    written = []
+
+    def save(fig, name):
+        path = writable_path(os.path.join(out_dir, name))
+        figures.save_figure(fig, path)
+        written.append(path)
+
+    shown = pick_indices(y_test)
+    save(figures.reconstruction_figure(
+        X_test[shown], codec.reconstruct(X_test[shown]),
+        ["#{} ({})".format(i, y_test[i]) for i in shown]), "reconstructions.png")
+    save(figures.learning_curves_figure(metrics), "learning_curves.png")
+    save(figures.filters_figure(codec.first_layer_filters()), "filters.png")
+    codes = np.concatenate([codec.encode(X_test[i:i + 500])
+                            for i in range(0, len(X_test), 500)])
+    save(figures.code_pca_figure(codes, y_test), "code_pca.png")
+    first, last = shown[4], shown[9]
+    path = figures.interpolate_codes(codes[first], codes[last], 8)
+    save(figures.interpolation_figure(codec.decode(path), X_test[first],
+                                      X_test[last]), "interpolation.png")
+    clean = X_test[shown]
+    noisy = noisy_copies(clean)
+    save(figures.denoising_figure(noisy, denoiser.reconstruct(noisy), clean),
+         "denoising.png")
+    return written
+
+
+def main(argv=None):
+    """The all-figures command; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="convae-figures",
+                                     description=__doc__.split("\n")[0])
+    common_arguments(parser)
+    parser.add_argument("--metrics", default=figures.SHIPPED_METRICS,
+                        help="metrics.jsonl of the run (default: the shipped run's)")
+    parser.add_argument("--denoising-weights", default=figures.SHIPPED_DENOISING_WEIGHTS,
+                        help="weights of a --noise gaussian run (default: shipped)")
+    parser.add_argument("--out-dir", default="figures")
+    args = parser.parse_args(argv)
+    try:
+        weights = weights_path(args.weights)
+        denoising = weights_path(args.denoising_weights)
+        metrics = figures.read_metrics(args.metrics)
+        _, _, _, _, X_test, y_test = data.load_dataset(args.dataset, args.data_dir)
+        codec, denoiser = figures.Codec(weights), figures.Codec(denoising)
+        for path in make_all(codec, X_test, y_test, metrics, denoiser, args.out_dir):
+            print("wrote " + path)
+        return 0
+    except (ValueError, data.DataError, ParameterFileError, OSError) as e:
+        print("convae-figures: error: {}".format(e), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Figures and the reconstruction command, checked against NumPy."""
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+from convae import figures, make_figures, reconstruct
+
+import reference
+
+
+def pixels(fig):
+    """Render fig with Agg: (height, width, 3) uint8."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[:, :, :3]
+
+
+def assert_not_blank(image):
+    dark = (image.mean(axis=2) < 128).mean()
+    assert 0.01 < dark < 0.99, dark
+
+
+@pytest.fixture(scope="module")
+def codec():
+    """A random (untrained) network: figures must work without training."""
+    import lasagne
+    lasagne.random.set_rng(np.random.RandomState(5))
+    return figures.Codec()
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_dir):
+    from convae import data
+    _, _, _, _, X_test, y_test = data.load_dataset("mnist", mnist_dir, fetch=False)
+    return X_test[:1000], y_test[:1000]
+
+
+def test_reconstruction_and_denoising_figures(codec, digits):
+    X, _ = digits
+    image = pixels(figures.reconstruction_figure(X[:10], codec.reconstruct(X[:10])))
+    assert image.shape == (260, 1100, 3)
+    assert_not_blank(image)
+    image = pixels(figures.denoising_figure(
+        make_figures.noisy_copies(X[:6]), codec.reconstruct(X[:6]), X[:6]))
+    assert image.shape == (380, 660, 3)
+    assert_not_blank(image)
+
+
+def test_filters_pca_interpolation_and_curves(codec, digits):
+    X, y = digits
+    filters = codec.first_layer_filters()
+    assert filters.shape == (32, 5, 5)
+    image = pixels(figures.filters_figure(filters))
+    assert image.shape == (440, 800, 3)
+    assert_not_blank(image)
+    codes = codec.encode(X)
+    assert codes.shape == (1000, 256)
+    assert pixels(figures.code_pca_figure(codes, y)).shape == (600, 650, 3)
+    path = figures.interpolate_codes(codes[0], codes[1], 5)
+    np.testing.assert_allclose(path[0], codes[0])
+    np.testing.assert_allclose(path[-1], codes[1])
+    np.testing.assert_allclose(path[2], (codes[0] + codes[1]) / 2, rtol=1e-6)
+    decoded = codec.decode(path)
+    assert decoded.shape == (5, 1, 28, 28)
+    np.testing.assert_allclose(decoded[0], codec.reconstruct(X[:1])[0], rtol=1e-5,
+                               atol=1e-6)
+    image = pixels(figures.interpolation_figure(decoded, X[0], X[1]))
+    assert image.shape == (140, 700, 3)
+    assert_not_blank(image)
+    metrics = [dict(epoch=i, train_loss=0.03 / i, val_loss=0.02 / i) for i in (1, 2, 3)]
+    image = pixels(figures.learning_curves_figure(metrics))
+    assert image.shape == (400, 600, 3)
+    assert_not_blank(image)
+
+
+def test_pca_2d_matches_the_covariance_eigenvectors():
+    rng = np.random.RandomState(0)
+    codes = rng.randn(500, 6) @ rng.randn(6, 6)
+    points = figures.pca_2d(codes)
+    eigenvalues = np.linalg.eigvalsh(np.cov(codes, rowvar=False))[::-1]
+    np.testing.assert_allclose(points.var(axis=0, ddof=1), eigenvalues[:2], rtol=1e-8)
+    assert abs(np.corrcoef(points.T)[0, 1]) < 1e-8
+
+
+def test_reconstruct_with_shipped_weights_matches_numpy(mnist_dir, digits, tmp_path,
+                                                        capsys):
+    out = tmp_path / "pairs.png"
+    code = reconstruct.main(["--data-dir", mnist_dir, "--indices", "0,7,42",
+                             "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    per_image = [float(v) for v in re.findall(r"label \d\): MSE ([0-9.]+)", printed)]
+    mean = float(re.search(r"mean MSE over 3 images: ([0-9.]+)", printed).group(1))
+    X, _ = digits
+    with np.load(figures.SHIPPED_WEIGHTS) as f:
+        values = [f["arr_%d" % i] for i in range(len(f.files))]
+    want = ((reference.autoencoder_forward(values, X[[0, 7, 42]]) - X[[0, 7, 42]]) ** 2
+            ).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(per_image, want, atol=2e-6)
+    assert abs(mean - want.mean()) < 2e-6
+    assert want.mean() < 0.02  # the shipped weights reconstruct well
+    image = pixels_of_png(out)
+    assert image.shape[:2] == (260, 330)
+
+
+def pixels_of_png(path):
+    import matplotlib.image
+    return matplotlib.image.imread(str(path))
+
+
+def test_default_picks_one_of_each_class(digits):
+    _, y = digits
+    shown = reconstruct.pick_indices(y)
+    assert [y[i] for i in shown] == list(range(10))
+    assert all(y[j] != y[i] for i in shown for j in range(i))
+    assert reconstruct.pick_indices(y, n=5, seed=1) == reconstruct.pick_indices(y, n=5, seed=1)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--indices", "10000"], "out of range"),
+    (["--indices", "-1"], "out of range"),
+    (["--weights", "/nonexistent/model.npz"], "no weights"),
+])
+def test_reconstruct_bad_input(mnist_dir, tmp_path, capsys, argv, message):
+    code = reconstruct.main(["--data-dir", mnist_dir, "--out",
+                             str(tmp_path / "x.png")] + argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and message in err and "\n" not in err
+
+
+def test_reconstruct_refuses_foreign_weights_and_unwritable_output(mnist_dir, tmp_path,
+                                                                  capsys):
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, np.zeros((3, 3)))
+    code = reconstruct.main(["--data-dir", mnist_dir, "--weights", str(foreign),
+                             "--out", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "another architecture" in err and "\n" not in err
+    (tmp_path / "file").write_text("not a directory")
+    code = reconstruct.main(["--data-dir", mnist_dir, "--out",
+                             str(tmp_path / "file" / "x.png")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "cannot" in err and "\n" not in err
+
+
+def test_shipped_run_is_documented():
+    metrics = figures.read_metrics(figures.SHIPPED_METRICS)
+    assert [m["epoch"] for m in metrics] == list(range(1, len(metrics) + 1))
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    assert "{:.6f}".format(metrics[-1]["val_loss"]) in readme

@@ -32,6 +32,11 @@ def test_float32_tanh_forward_and_gradient():
     np.testing.assert_allclose(y, np.tanh(values.astype(np.float64)), rtol=2e-6, atol=2e-7)
     np.testing.assert_allclose(g, w * (1 - np.tanh(values.astype(np.float64)) ** 2),
                                rtol=1e-5, atol=1e-6)
+    # A strided view goes through the same loop.
+    transposed = theano.function([x], fast.float32_tanh(x.dimshuffle(3, 1, 0, 2)))
+    np.testing.assert_allclose(transposed(values),
+                               np.tanh(values.astype(np.float64)).transpose(3, 1, 0, 2),
+                               rtol=2e-6, atol=2e-7)
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +86,40 @@ def test_gradients_match_numpy_finite_differences(setup):
     eps = 1e-5  # small enough that no ReLU or max-pool switches sides
     numeric = (numpy_loss(eps) - numpy_loss(-eps)) / (2 * eps)
     assert abs(analytic - numeric) <= 2e-3 * abs(numeric) + 1e-6
+
+
+COMPILE_PROBE = """
+import convae, theano, theano.tensor as T
+from theano.gof import cc
+compiled = []
+theano_compile = cc.CLinker.compile_cmodule
+def counting(self, location=None):
+    compiled.extend(type(node.op).__name__ for node in self.fgraph.toposort())
+    return theano_compile(self, location)
+cc.CLinker.compile_cmodule = counting
+x, y = T.fmatrix(), T.fmatrix()
+theano.function([x, y], [T.dot(x, y), T.dot(x, y).T * 2, T.zeros_like(x)])
+print(" ".join(compiled))
+"""
+
+
+def compiled_in_fresh_processes(fast_setting):
+    """Op names of the C modules each of two fresh processes compiles for COMPILE_PROBE."""
+    env = dict(os.environ, CONVAE_FAST=fast_setting)
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", COMPILE_PROBE], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        runs.append(done.stdout.split())
+    return runs
+
+
+def test_a_second_process_finds_every_module_in_the_cache():
+    # Theano alone recompiles ops with empty __props__ (Dot22, Alloc) and COps
+    # (DimShuffle, versioned by a salted hash) in every process.
+    assert compiled_in_fresh_processes("0")[1] != []
+    assert compiled_in_fresh_processes("1")[1] == []
 
 
 def test_convae_fast_0_switches_everything_off(tmp_path):

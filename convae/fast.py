@@ -7,6 +7,10 @@ environment before importing convae (to compare, or to rule it out):
 
 * ``openmp=True`` (a Theano flag, added in ``convae.theano_setup`` unless the
   user set it): the gemm-based convolutions split the batch over the cores.
+* OpenBLAS runs single-threaded (unless ``OPENBLAS_NUM_THREADS`` is set):
+  the convolutions already split the batch over the cores with OpenMP, and
+  OpenBLAS's own threads, waking for the small dense products, fought
+  libgomp's spinning threads for the same two cores (every op got slower).
 * glibc's malloc is told to keep freed memory and not to serve the large
   per-batch temporaries with fresh ``mmap`` calls, which otherwise cost a
   page-fault storm on every batch.
@@ -55,6 +59,18 @@ def tune_malloc():
         (_M_TRIM_THRESHOLD, 1 << 30),     # give memory back only beyond 1 GiB free
         (_M_TOP_PAD, 64 << 20),           # grow the heap 64 MiB at a time
     ))
+
+
+def single_threaded_blas():
+    """Ask OpenBLAS for one thread, unless the user chose; True if set here.
+
+    Takes effect because Theano loads OpenBLAS with its first compiled module,
+    after ``import convae``.
+    """
+    if "OPENBLAS_NUM_THREADS" in os.environ:
+        return False
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    return True
 
 
 def libmvec_has_tanhf():
@@ -182,10 +198,11 @@ def fix_module_cache():
 
 
 def enable():
-    """Register the graph rewrite, fix module caching, tune malloc; a no-op if CONVAE_FAST=0."""
+    """Register the graph rewrite, fix module caching, set threads and malloc; a no-op if CONVAE_FAST=0."""
     if not ENABLED or "convae_float32_tanh" in theano.compile.optdb.__db__:
         return
     tune_malloc()
+    single_threaded_blas()
     fix_module_cache()
     # Position 48.6: after the canonical and specialising passes, just before
     # elementwise fusion (49) would hide tanh inside fused loops.

@@ -1,0 +1,200 @@
+"""Benchmark: how fast the post's network trains and evaluates here, as one JSON object.
+
+Usage: ``python -m convae.bench [--batch-size 128] [--threads 2] [--batches 60]
+[--json]``. Measured on real MNIST in fresh child processes (so the thread
+count and compile directory are set before Theano loads):
+
+* ``train_images_per_s`` / ``eval_images_per_s``: steady state, after compiling
+  and a few warm-up batches, calling the same compiled functions the training
+  command calls;
+* ``forward_mflop_per_image``: multiply-adds x 2 of the convolutions,
+  transposed convolutions and dense layers, from the layer shapes;
+* ``train_gflops`` counts a training step as 3x the forward FLOPs;
+  ``sgemm_gflops`` is a float32 2048x2048 matrix product through the same BLAS
+  in the same child; ``train_efficiency`` / ``eval_efficiency`` are the ratios;
+* ``compile_cold_s`` / ``compile_warm_s``: compiling the three functions with an
+  empty and with a filled compile directory; ``first_step_warm_s``: from
+  launching a fresh ``python`` to the end of its first training step, cache
+  filled (interpreter start, imports, data, build, compile, one step).
+"""
+import argparse
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+def forward_flops(network):
+    """FLOPs (2 x multiply-adds) of one image through the network's linear layers."""
+    import lasagne
+    flops = 0
+    for layer in lasagne.layers.get_all_layers(network):
+        kind = type(layer).__name__
+        if kind == "Conv2DLayer":
+            _, out_channels, rows, cols = layer.output_shape
+            in_channels = layer.input_shape[1]
+            flops += 2 * rows * cols * out_channels * in_channels * int(
+                layer.filter_size[0] * layer.filter_size[1])
+        elif kind == "TransposedConv2DLayer":
+            _, in_channels, rows, cols = layer.input_shape
+            flops += 2 * rows * cols * in_channels * layer.num_filters * int(
+                layer.filter_size[0] * layer.filter_size[1])
+        elif kind == "DenseLayer":
+            flops += 2 * layer.input_shape[1] * layer.num_units
+    return flops
+
+
+def blas_description():
+    """Name, version and kernel of the OpenBLAS Theano links, if it is OpenBLAS."""
+    import theano
+    try:
+        lib = ctypes.CDLL("libopenblas.so.0")
+        lib.openblas_get_config.restype = ctypes.c_char_p
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        return "{} (core {}; Theano ldflags {})".format(
+            lib.openblas_get_config().decode(), lib.openblas_get_corename().decode(),
+            theano.config.blas.ldflags)
+    except (OSError, AttributeError):
+        return "Theano ldflags: {!r}".format(theano.config.blas.ldflags)
+
+
+def sgemm_gflops(threads, n=2048, repeats=10):
+    """float32 n x n matrix product rate through Theano's linked BLAS on
+    ``threads`` threads, GFLOP/s."""
+    import numpy as np
+    import theano
+    import theano.tensor as T
+    try:
+        ctypes.CDLL("libopenblas.so.0").openblas_set_num_threads(threads)
+    except (OSError, AttributeError):
+        pass  # another BLAS: it chooses its own thread count
+    rng = np.random.RandomState(0)
+    a = theano.shared(rng.rand(n, n).astype("float32"))
+    b = theano.shared(rng.rand(n, n).astype("float32"))
+    c = theano.shared(np.zeros((n, n), "float32"))
+    product = theano.function([], [], updates=[(c, T.dot(a, b))])
+    product()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        product()
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def rate(fn, batches):
+    """Images per second of fn over the batches, after two warm-up calls."""
+    for batch in batches[:2]:
+        fn(batch)
+    start = time.perf_counter()
+    for batch in batches:
+        fn(batch)
+    return sum(len(b) for b in batches) / (time.perf_counter() - start)
+
+
+def measure(args):
+    """In a child process: compile, time the first step, then throughput."""
+    import numpy as np
+    import lasagne
+    import theano.tensor as T
+    from convae import data, train
+    images = data.load_dataset("mnist", args.data_dir)[0]
+    size = args.batch_size
+    batches = [images[i * size:(i + 1) * size] for i in range(args.batches)]
+    lasagne.random.set_rng(np.random.RandomState(1))
+    input_var = T.tensor4("inputs")
+    network = train.build_convolutional_autoencoder(input_var)
+    compile_start = time.time()
+    train_fn, val_fn, _ = train.build_functions(network, input_var)
+    compile_s = time.time() - compile_start
+    train_fn(batches[0])
+    result = {"compile_s": compile_s, "first_step_done": time.time()}
+    if not args.compile_only:
+        result.update(
+            train_images_per_s=rate(train_fn, batches),
+            eval_images_per_s=rate(val_fn, batches),
+            forward_flops_per_image=forward_flops(network),
+            sgemm_gflops=sgemm_gflops(args.threads), blas=blas_description())
+    print(json.dumps(result))
+
+
+def child(args, compiledir, compile_only):
+    """Run ``measure`` in a fresh interpreter with the thread count and compile dir set.
+
+    The thread count goes to OpenMP; OpenBLAS's is left to convae (see
+    convae.fast) except for the sgemm reference, which uses all threads.
+    """
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    flags = [env.get("THEANO_FLAGS", ""), "base_compiledir=" + compiledir]
+    env["THEANO_FLAGS"] = ",".join(f for f in flags if f)
+    command = [sys.executable, "-m", "convae.bench", "--measure",
+               "--batch-size", str(args.batch_size), "--batches", str(args.batches)]
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    if compile_only:
+        command.append("--compile-only")
+    launched = time.time()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit("convae-bench: measurement failed:\n" + done.stderr[-2000:])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["first_step_s"] = result.pop("first_step_done") - launched
+    return result
+
+
+def main(argv=None):
+    """The benchmark command; prints the results and returns 0."""
+    parser = argparse.ArgumentParser(prog="python -m convae.bench",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--batches", type=int, default=60,
+                        help="batches timed for each rate")
+    parser.add_argument("--data-dir", help="MNIST directory (default: as convae-train)")
+    parser.add_argument("--no-cold", action="store_true",
+                        help="skip the cold compile (about a minute)")
+    parser.add_argument("--json", action="store_true", help="print only the JSON object")
+    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure:
+        measure(args)
+        return 0
+
+    from convae.theano_setup import default_flags
+    report = {"batch_size": args.batch_size, "threads": args.threads}
+    cold_dir = tempfile.mkdtemp(prefix="convae-bench-")
+    try:
+        if not args.no_cold:
+            report["compile_cold_s"] = round(child(args, cold_dir, True)["compile_s"], 2)
+            warm_dir = cold_dir
+        else:
+            warm_dir = os.path.expanduser("~/.theano")
+        child(args, warm_dir, True)  # make sure the cache is filled
+        warm = child(args, warm_dir, False)
+    finally:
+        shutil.rmtree(cold_dir, ignore_errors=True)
+    flops = warm.pop("forward_flops_per_image")
+    train_gflops = 3 * flops * warm["train_images_per_s"] / 1e9
+    eval_gflops = flops * warm["eval_images_per_s"] / 1e9
+    report.update(
+        train_images_per_s=round(warm["train_images_per_s"], 1),
+        eval_images_per_s=round(warm["eval_images_per_s"], 1),
+        forward_mflop_per_image=round(flops / 1e6, 3),
+        train_gflops=round(train_gflops, 2), eval_gflops=round(eval_gflops, 2),
+        sgemm_gflops=round(warm["sgemm_gflops"], 1),
+        train_efficiency=round(train_gflops / warm["sgemm_gflops"], 3),
+        eval_efficiency=round(eval_gflops / warm["sgemm_gflops"], 3),
+        compile_warm_s=round(warm["compile_s"], 2),
+        first_step_warm_s=round(warm["first_step_s"], 2),
+        blas=warm["blas"], theano_defaults=default_flags())
+    if not args.json:
+        for key, value in report.items():
+            print("# {:24s} {}".format(key, value))
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

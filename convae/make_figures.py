@@ -11,9 +11,8 @@ import sys
 import numpy as np
 
 from convae import data, figures
-from convae.files import ParameterFileError
-from convae.reconstruct import (common_arguments, pick_indices, weights_path,
-                                writable_path)
+from convae.reconstruct import (USER_ERRORS, common_arguments, pick_indices,
+                                weights_path, writable_path)
 
 
 def noisy_copies(images, level=0.3, seed=0):
@@ -71,7 +70,7 @@ def main(argv=None):
         for path in make_all(codec, X_test, y_test, metrics, denoiser, args.out_dir):
             print("wrote " + path)
         return 0
-    except (ValueError, data.DataError, ParameterFileError, OSError) as e:
+    except USER_ERRORS as e:
         print("convae-figures: error: {}".format(e), file=sys.stderr)
         return 1
 

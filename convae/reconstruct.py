@@ -16,6 +16,9 @@ import numpy as np
 from convae import data
 from convae.files import ParameterFileError
 
+# What the figure commands report as a one-line error rather than a traceback.
+USER_ERRORS = (ValueError, data.DataError, ParameterFileError, OSError)
+
 
 def pick_indices(labels, indices=None, n=None, seed=0):
     """Test-set indices to show: given ones, n random ones, or the first of each class."""
@@ -107,7 +110,7 @@ def main(argv=None):
         save_figure(reconstruction_figure(originals, reconstructions, titles), out)
         print("wrote " + out)
         return 0
-    except (ValueError, data.DataError, ParameterFileError, OSError) as e:
+    except USER_ERRORS as e:
         print("convae-reconstruct: error: {}".format(e), file=sys.stderr)
         return 1
 

@@ -39,7 +39,7 @@ import theano.tensor as T
 from theano.gof import COp
 from theano.gof.cc import CLinker
 
-ENABLED = os.environ.get("CONVAE_FAST", "1") != "0"
+from convae.theano_setup import fast_path_enabled
 
 # mallopt parameters, from glibc's malloc.h.
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
@@ -199,7 +199,7 @@ def fix_module_cache():
 
 def enable():
     """Register the graph rewrite, fix module caching, set threads and malloc; a no-op if CONVAE_FAST=0."""
-    if not ENABLED or "convae_float32_tanh" in theano.compile.optdb.__db__:
+    if not fast_path_enabled() or "convae_float32_tanh" in theano.compile.optdb.__db__:
         return
     tune_malloc()
     single_threaded_blas()

@@ -44,6 +44,11 @@ def find_openblas():
     return None
 
 
+def fast_path_enabled():
+    """False if the user set ``CONVAE_FAST=0`` to turn convae's fast path off."""
+    return os.environ.get("CONVAE_FAST", "1") != "0"
+
+
 def default_flags():
     """The Theano flags convae wants, as a dict of 'section.option' -> value.
 
@@ -53,7 +58,7 @@ def default_flags():
     blas = find_openblas()
     ldflags = "-L{} -lopenblas".format(os.path.dirname(blas)) if blas else ""
     flags = {"floatX": "float32", "blas.ldflags": ldflags}
-    if os.environ.get("CONVAE_FAST", "1") != "0":
+    if fast_path_enabled():
         flags["openmp"] = "True"
     return flags
 

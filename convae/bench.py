@@ -104,12 +104,13 @@ def measure(args):
     import lasagne
     import theano.tensor as T
     from convae import data, train
+    from convae.model import build_convolutional_autoencoder
     images = data.load_dataset("mnist", args.data_dir)[0]
     size = args.batch_size
     batches = [images[i * size:(i + 1) * size] for i in range(args.batches)]
     lasagne.random.set_rng(np.random.RandomState(1))
     input_var = T.tensor4("inputs")
-    network = train.build_convolutional_autoencoder(input_var)
+    network = build_convolutional_autoencoder(input_var)
     compile_start = time.time()
     train_fn, val_fn, _ = train.build_functions(network, input_var)
     compile_s = time.time() - compile_start

@@ -15,11 +15,15 @@ environment before importing convae (to compare, or to rule it out):
   per-batch temporaries with fresh ``mmap`` calls, which otherwise cost a
   page-fault storm on every batch.
 * float32 ``tanh`` is computed in single precision by a vectorised loop
-  (``Float32Tanh``): Theano's C code casts every value to double and calls
+  (``Float32Tanh``, on all cores): Theano's C code casts every value to double and calls
   ``tanh`` one at a time, which made tanh the largest single cost of a
   training step. The graph rewrite runs before Theano's elementwise fusion
-  (whose strided loops gcc does not vectorise) and is registered in Theano's
-  optimizer database under the tag ``convae_fast``.
+  (whose strided loops gcc does not vectorise).
+* the convolutions (Theano's ``CorrMM`` and its two gradients) run as
+  ``BatchedCorr`` (``convae.fastconv``): one matrix product per chunk of
+  images instead of one per image;
+* ``repeat`` (upscaling) and its gradient, and 2x2 max pooling and its
+  gradient, run as plain contiguous loops on all cores (``convae.fastops``);
 * Theano 1.0.5's compile cache misses in two ways on Python 3, so every new
   process recompiled a few modules (about 6 s of each warm start here): it
   never caches the module of an op whose ``__props__`` is empty (``Dot22``,
@@ -28,6 +32,9 @@ environment before importing convae (to compare, or to rule it out):
   ``hash`` of their C source, which is salted afresh in every process. convae
   versions the first by their ops' and types' own cache versions and the
   second by a SHA-256 of the source, so each module is compiled once.
+
+The graph rewrites carry the tag ``convae_fast`` in Theano's optimizer
+database: ``mode.excluding("convae_fast")`` leaves them out of one function.
 """
 import ctypes
 import hashlib
@@ -39,6 +46,7 @@ import theano.tensor as T
 from theano.gof import COp
 from theano.gof.cc import CLinker
 
+from convae import fastconv, fastops
 from convae.theano_setup import fast_path_enabled
 
 # mallopt parameters, from glibc's malloc.h.
@@ -84,7 +92,7 @@ def libmvec_has_tanhf():
 VECTOR_TANHF = libmvec_has_tanhf()
 
 
-class Float32Tanh(theano.Op):
+class Float32Tanh(theano.gof.OpenMPOp):
     """Elementwise tanh of a float32 tensor in single precision, any shape.
 
     Theano's own C code casts each value to double and calls ``tanh``. This
@@ -134,16 +142,20 @@ class Float32Tanh(theano.Op):
         {
             const float* in = (const float*)PyArray_DATA(x_contiguous);
             float* out = (float*)PyArray_DATA(%(z)s);
-            const npy_intp size = PyArray_SIZE(x_contiguous);
-            for (npy_intp i = 0; i < size; i++)
-                out[i] = tanhf(in[i]);
+            const npy_intp size = PyArray_SIZE(x_contiguous), block = 16384;
+            #pragma omp parallel for schedule(static) if (size > 4 * block)
+            for (npy_intp start = 0; start < size; start += block) {
+                const npy_intp end = start + block < size ? start + block : size;
+                for (npy_intp i = start; i < end; i++)
+                    out[i] = tanhf(in[i]);
+            }
         }
         Py_DECREF(x_contiguous);
         }
         """ % dict(x=inputs[0], z=outputs[0], fail=sub["fail"])
 
     def c_code_cache_version(self):
-        return (1, VECTOR_TANHF)
+        return (2, VECTOR_TANHF, self.openmp)
 
 
 float32_tanh = Float32Tanh()
@@ -209,3 +221,10 @@ def enable():
     theano.compile.optdb.register(
         "convae_float32_tanh", theano.gof.opt.in2out(local_float32_tanh),
         48.6, "fast_run", "convae_fast")
+    # After specialize_device (48.6), where Theano chooses CorrMM.
+    theano.compile.optdb.register(
+        "convae_batched_corr", theano.gof.opt.in2out(fastconv.local_batched_corr),
+        48.65, "fast_run", "convae_fast")
+    theano.compile.optdb.register(
+        "convae_contiguous_ops", theano.gof.opt.in2out(fastops.local_contiguous_ops),
+        48.66, "fast_run", "convae_fast")

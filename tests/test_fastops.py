@@ -1,0 +1,118 @@
+"""The fast path's C ops compute what the ops they replace compute.
+
+Each is checked against NumPy/SciPy arithmetic (tests/reference.py) and
+against the Theano op it stands in for, on shapes of the post's network and
+on awkward ones (odd sizes, one image, a batch that does not split evenly).
+"""
+import numpy as np
+import pytest
+import theano
+import theano.tensor as T
+from numpy.lib.stride_tricks import sliding_window_view
+from theano.tensor.nnet.corr import CorrMM, CorrMM_gradInputs, CorrMM_gradWeights
+from theano.tensor.signal.pool import MaxPoolGrad, Pool
+
+from convae.fastconv import BatchedCorr
+from convae.fastops import AxisSum, MaxPool2x2, MaxPool2x2Grad, Repeat
+
+import reference
+
+# (images, channels, size, filters, filter size): conv1 and conv2 of the post,
+# then shapes whose batch does not split evenly into chunks and threads.
+CONV_SHAPES = [(16, 1, 28, 32, 5), (16, 32, 12, 32, 5), (13, 32, 12, 32, 5),
+               (1, 3, 9, 4, 3), (7, 2, 11, 5, (2, 4))]
+
+
+def compiled(op, *values):
+    """Run a one-op Theano function on float32 values."""
+    inputs = [T.TensorType("float32", (False,) * v.ndim)() for v in values]
+    return theano.function(inputs, op(*inputs))(*values)
+
+
+def conv_case(shape, seed=0):
+    n, c, size, f, k = shape
+    kh, kw = (k, k) if isinstance(k, int) else k
+    rng = np.random.RandomState(seed)
+    bottom = rng.randn(n, c, size, size + 1).astype("float32")
+    weights = rng.randn(f, c, kh, kw).astype("float32")
+    top = rng.randn(n, f, size - kh + 1, size + 2 - kw).astype("float32")
+    return bottom, weights, top
+
+
+@pytest.mark.parametrize("shape", CONV_SHAPES)
+def test_batched_corr_matches_numpy(shape):
+    bottom, weights, top = conv_case(shape)
+    b64, w64, t64 = (v.astype(np.float64) for v in (bottom, weights, top))
+    # Correlation is convolution with the filters flipped.
+    forward = reference.conv2d_valid(b64, w64[:, :, ::-1, ::-1])
+    # Its gradient for the input: the full convolution of top with the filters.
+    grad_inputs = reference.transposed_conv2d(t64, w64, flip_filters=True)
+    # For the filters: top against every window of bottom.
+    windows = sliding_window_view(b64, w64.shape[2:], axis=(2, 3))
+    grad_weights = np.einsum("nfyx,ncyxij->fcij", t64, windows)
+    for direction, args, expected in [("forward", (bottom, weights), forward),
+                                      ("grad_inputs", (weights, top), grad_inputs),
+                                      ("grad_weights", (bottom, top), grad_weights)]:
+        result = compiled(BatchedCorr(direction), *args)
+        assert result.dtype == np.float32 and result.shape == expected.shape
+        np.testing.assert_allclose(result, expected, rtol=1e-4,
+                                   atol=1e-4 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("shape", CONV_SHAPES[:3])
+def test_batched_corr_matches_theano_corrmm(shape):
+    bottom, weights, top = conv_case(shape)
+    kh, kw = weights.shape[2:]
+    x, w, t = T.ftensor4(), T.ftensor4(), T.ftensor4()
+    theano_ops = theano.function([x, w, t], [
+        CorrMM()(x, w), CorrMM_gradInputs()(w, t, x.shape[2:]),
+        CorrMM_gradWeights()(x, t, (kh, kw))],
+        mode=theano.compile.get_default_mode().excluding("convae_fast"))
+    expected = theano_ops(bottom, weights, top)
+    ours = [compiled(BatchedCorr("forward"), bottom, weights),
+            compiled(BatchedCorr("grad_inputs"), weights, top),
+            compiled(BatchedCorr("grad_weights"), bottom, top)]
+    for a, b in zip(ours, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
+
+
+def test_batched_corr_rejects_shapes_that_do_not_fit():
+    bottom, weights, _ = conv_case((2, 3, 9, 4, 3))
+    with pytest.raises(ValueError, match="do not fit"):
+        compiled(BatchedCorr("forward"), bottom, weights[:, :2])
+
+
+def test_repeat_and_its_adjoint_axis_sum():
+    x = np.random.RandomState(1).randn(3, 4, 5, 6).astype("float32")
+    for axis in range(5):
+        expected = np.repeat(np.expand_dims(x, axis), 3, axis=axis)
+        np.testing.assert_array_equal(compiled(Repeat(axis, 3), x), expected)
+    for axis in range(4):
+        expected = x.astype(np.float64).sum(axis=axis).astype(np.float32)
+        np.testing.assert_array_equal(compiled(AxisSum(axis), x), expected)
+
+
+def test_max_pool_2x2_and_gradient_match_numpy_and_theano():
+    rng = np.random.RandomState(2)
+    # Rounded values make ties inside windows; odd sizes have a dropped border.
+    for shape in [(4, 3, 8, 6), (2, 2, 7, 9), (1, 1, 2, 2)]:
+        x = np.round(rng.randn(*shape), 0).astype("float32")
+        rows, cols = shape[2] // 2 * 2, shape[3] // 2 * 2
+        pooled = compiled(MaxPool2x2(), x)
+        np.testing.assert_array_equal(pooled, reference.maxpool2(x[:, :, :rows, :cols]))
+        gz = rng.randn(*pooled.shape).astype("float32")
+        # Every input equal to its window's maximum gets that window's gradient.
+        owner = np.kron(pooled, np.ones((1, 1, 2, 2), "float32"))
+        expected = np.zeros_like(x)
+        expected[:, :, :rows, :cols] = np.where(
+            x[:, :, :rows, :cols] == owner, np.kron(gz, np.ones((1, 1, 2, 2), "float32")), 0)
+        np.testing.assert_array_equal(compiled(MaxPool2x2Grad(), x, pooled, gz), expected)
+
+        v, m, g = T.ftensor4(), T.ftensor4(), T.ftensor4()
+        theano_pool = theano.function(
+            [v, m, g], [Pool(ignore_border=True)(v, (2, 2), (2, 2), (0, 0)),
+                        MaxPoolGrad(ignore_border=True)(v, m, g, (2, 2), (2, 2), (0, 0))],
+            mode=theano.compile.get_default_mode().excluding("convae_fast"))
+        theano_pooled, theano_grad = theano_pool(x, pooled, gz)
+        np.testing.assert_array_equal(pooled, theano_pooled)
+        np.testing.assert_array_equal(expected, theano_grad)

@@ -17,8 +17,10 @@ environment before importing convae (to compare, or to rule it out):
 * float32 ``tanh`` is computed in single precision by a vectorised loop
   (``Float32Tanh``, on all cores): Theano's C code casts every value to double and calls
   ``tanh`` one at a time, which made tanh the largest single cost of a
-  training step. The graph rewrite runs before Theano's elementwise fusion
-  (whose strided loops gcc does not vectorise).
+  training step. Where tanh's input is a layer's output plus its bias,
+  ``Float32TanhBias`` adds the bias in the same pass. The graph rewrite runs
+  before Theano's elementwise fusion (whose strided loops gcc does not
+  vectorise).
 * the convolutions (Theano's ``CorrMM`` and its two gradients) run as
   ``BatchedCorr`` (``convae.fastconv``): one matrix product per chunk of
   images instead of one per image;
@@ -161,14 +163,99 @@ class Float32Tanh(theano.gof.OpenMPOp):
 float32_tanh = Float32Tanh()
 
 
+class Float32TanhBias(Float32Tanh):
+    """tanh(x + b) for float32 x (N, C, ...) and a bias b (C,) per channel, in one pass.
+
+    What a layer's ``tanh(conv + b.dimshuffle('x', 0, 'x', 'x'))`` computes,
+    without Theano's separate broadcasting add (a slow strided loop that
+    wrote the whole layer output once more). Used after gradients are built,
+    so it has no gradient of its own.
+    """
+
+    def make_node(self, x, b):
+        x, b = T.as_tensor_variable(x), T.as_tensor_variable(b)
+        if x.dtype != "float32" or b.dtype != "float32" or x.ndim < 2 or b.ndim != 1:
+            raise TypeError("Float32TanhBias takes float32 x (N, C, ...) and b (C,)")
+        return theano.Apply(self, [x, b], [x.type()])
+
+    def perform(self, node, inputs, outputs):
+        x, b = inputs
+        outputs[0][0] = np.tanh(x + b.reshape((1, -1) + (1,) * (x.ndim - 2)))
+
+    def grad(self, inputs, output_grads):
+        raise NotImplementedError("Float32TanhBias is put in after gradients are built")
+
+    def infer_shape(self, node, shapes):
+        return shapes[:1]
+
+    def c_code(self, node, name, inputs, outputs, sub):
+        return """
+        {
+        PyArrayObject* x = PyArray_GETCONTIGUOUS(%(x)s);
+        PyArrayObject* b = PyArray_GETCONTIGUOUS(%(b)s);
+        if (x == NULL || b == NULL) { Py_XDECREF(x); Py_XDECREF(b); %(fail)s }
+        if (PyArray_DIMS(b)[0] != PyArray_DIMS(x)[1]) {
+            PyErr_SetString(PyExc_ValueError, "Float32TanhBias: one bias per channel");
+            Py_DECREF(x); Py_DECREF(b); %(fail)s
+        }
+        if (%(z)s == NULL || !PyArray_SAMESHAPE(%(z)s, x) || !PyArray_IS_C_CONTIGUOUS(%(z)s)) {
+            Py_XDECREF(%(z)s);
+            %(z)s = (PyArrayObject*)PyArray_EMPTY(PyArray_NDIM(x), PyArray_DIMS(x),
+                                                  NPY_FLOAT32, 0);
+            if (%(z)s == NULL) { Py_DECREF(x); Py_DECREF(b); %(fail)s }
+        }
+        {
+            const float* in = (const float*)PyArray_DATA(x);
+            const float* bias = (const float*)PyArray_DATA(b);
+            float* out = (float*)PyArray_DATA(%(z)s);
+            const npy_intp channels = PyArray_DIMS(x)[1];
+            const npy_intp planes = PyArray_DIMS(x)[0] * channels;
+            const npy_intp plane = planes ? PyArray_SIZE(x) / planes : 0;
+            #pragma omp parallel for schedule(static) if (planes * plane > 65536)
+            for (npy_intp q = 0; q < planes; q++) {
+                const float shift = bias[q %% channels];
+                const float* src = in + q * plane;
+                float* dst = out + q * plane;
+                for (npy_intp i = 0; i < plane; i++)
+                    dst[i] = tanhf(src[i] + shift);
+            }
+        }
+        Py_DECREF(x); Py_DECREF(b);
+        }
+        """ % dict(x=inputs[0], b=inputs[1], z=outputs[0], fail=sub["fail"])
+
+    def c_code_cache_version(self):
+        return (1, VECTOR_TANHF, self.openmp)
+
+
+def channel_bias(var):
+    """b if var is b.dimshuffle('x', 0, 'x', ...) of a vector b, else None."""
+    owner = var.owner
+    if (owner is not None and isinstance(owner.op, T.DimShuffle)
+            and owner.inputs[0].ndim == 1
+            and owner.op.new_order == ("x", 0) + ("x",) * (var.ndim - 2)):
+        return owner.inputs[0]
+    return None
+
+
 @theano.gof.local_optimizer([T.tanh])
 def local_float32_tanh(node):
-    """Replace Elemwise{tanh} on float32 by Float32Tanh."""
-    if (isinstance(node.op, T.Elemwise)
+    """Replace Elemwise{tanh} on float32 by Float32Tanh, or by Float32TanhBias
+    where its input is x + a per-channel bias that nothing else uses."""
+    if not (isinstance(node.op, T.Elemwise)
             and isinstance(node.op.scalar_op, theano.scalar.Tanh)
             and node.inputs[0].dtype == "float32"):
-        return [float32_tanh(node.inputs[0])]
-    return False
+        return False
+    (x,) = node.inputs
+    add = x.owner
+    if (add is not None and isinstance(add.op, T.Elemwise)
+            and isinstance(add.op.scalar_op, theano.scalar.Add)
+            and len(add.inputs) == 2 and len(x.clients) == 1):
+        for value, shift in (add.inputs, add.inputs[::-1]):
+            bias = channel_bias(shift)
+            if bias is not None and value.type == x.type and bias.dtype == "float32":
+                return [Float32TanhBias()(value, bias)]
+    return [float32_tanh(x)]
 
 
 def cache_version(linker, fgraph):

@@ -39,6 +39,21 @@ def test_float32_tanh_forward_and_gradient():
                                rtol=2e-6, atol=2e-7)
 
 
+def test_float32_tanh_bias_matches_numpy_and_is_used_for_layer_outputs():
+    rng = np.random.RandomState(6)
+    for shape in [(3, 4, 5, 6), (7, 4)]:
+        values = (3 * rng.randn(*shape)).astype("float32")
+        bias = rng.randn(shape[1]).astype("float32")
+        expected = np.tanh(values.astype(np.float64)
+                           + bias.reshape((1, -1) + (1,) * (len(shape) - 2)))
+        x = T.TensorType("float32", (False,) * len(shape))()
+        b = T.fvector()
+        pattern = ("x", 0) + ("x",) * (len(shape) - 2)
+        f = theano.function([x, b], T.tanh(x + b.dimshuffle(*pattern)))
+        assert "Float32TanhBias" in op_names(f)
+        np.testing.assert_allclose(f(values, bias), expected, rtol=2e-6, atol=2e-7)
+
+
 @pytest.fixture(scope="module")
 def setup(mnist_dir):
     images = data.read_idx(os.path.join(mnist_dir, "t10k-images-idx3-ubyte.gz"))
@@ -64,7 +79,7 @@ def test_fast_path_is_on_and_can_be_left_out(setup):
     x, net, input_var, loss, grads = setup
     fast_fn = theano.function([input_var], grads)
     slow_fn = theano.function([input_var], grads, mode=SLOW_MODE)
-    fast_ops = {"Float32Tanh", "BatchedCorr", "Repeat", "AxisSum", "MaxPool2x2",
+    fast_ops = {"Float32Tanh", "Float32TanhBias", "BatchedCorr", "Repeat", "AxisSum", "MaxPool2x2",
                 "MaxPool2x2Grad"}
     replaced = {"CorrMM", "CorrMM_gradInputs", "CorrMM_gradWeights", "Alloc", "Pool",
                 "MaxPoolGrad"}

@@ -17,8 +17,8 @@ environment before importing convae (to compare, or to rule it out):
 * float32 ``tanh`` is computed in single precision by a vectorised loop
   (``Float32Tanh``, on all cores): Theano's C code casts every value to double and calls
   ``tanh`` one at a time, which made tanh the largest single cost of a
-  training step. Where tanh's input is a layer's output plus its bias,
-  ``Float32TanhBias`` adds the bias in the same pass. The graph rewrite runs
+  training step. Where tanh's (or rectify's) input is a layer's output plus
+  its bias, ``BiasActivation`` adds the bias in the same pass. The graph rewrite runs
   before Theano's elementwise fusion (whose strided loops gcc does not
   vectorise).
 * the convolutions (Theano's ``CorrMM`` and its two gradients) run as
@@ -163,39 +163,52 @@ class Float32Tanh(theano.gof.OpenMPOp):
 float32_tanh = Float32Tanh()
 
 
-class Float32TanhBias(Float32Tanh):
-    """tanh(x + b) for float32 x (N, C, ...) and a bias b (C,) per channel, in one pass.
+class BiasActivation(Float32Tanh):
+    """activation(x + b) for float32 x (N, C, ...) and a bias b (C,) per channel, in one pass.
 
-    What a layer's ``tanh(conv + b.dimshuffle('x', 0, 'x', 'x'))`` computes,
-    without Theano's separate broadcasting add (a slow strided loop that
-    wrote the whole layer output once more). Used after gradients are built,
-    so it has no gradient of its own.
+    activation: 'tanh' (single-precision SIMD tanh, as Float32Tanh) or
+    'relu' (0.5 * (v + |v|), Theano's and Lasagne's rectify, to the bit).
+    What a layer's ``activation(output + b.dimshuffle('x', 0, 'x', 'x'))``
+    computes, without Theano's separate broadcasting add (a slow strided loop
+    that wrote the whole layer output once more). Put in after gradients are
+    built, so it has no gradient of its own.
     """
+
+    __props__ = ("activation",)
+    EXPRESSIONS = {"tanh": "tanhf({})", "relu": "0.5f * ({0} + fabsf({0}))"}
+
+    def __init__(self, activation, openmp=None):
+        super().__init__(openmp=openmp)
+        if activation not in self.EXPRESSIONS:
+            raise ValueError("activation must be 'tanh' or 'relu'")
+        self.activation = activation
 
     def make_node(self, x, b):
         x, b = T.as_tensor_variable(x), T.as_tensor_variable(b)
         if x.dtype != "float32" or b.dtype != "float32" or x.ndim < 2 or b.ndim != 1:
-            raise TypeError("Float32TanhBias takes float32 x (N, C, ...) and b (C,)")
+            raise TypeError("BiasActivation takes float32 x (N, C, ...) and b (C,)")
         return theano.Apply(self, [x, b], [x.type()])
 
     def perform(self, node, inputs, outputs):
         x, b = inputs
-        outputs[0][0] = np.tanh(x + b.reshape((1, -1) + (1,) * (x.ndim - 2)))
+        v = x + b.reshape((1, -1) + (1,) * (x.ndim - 2))
+        outputs[0][0] = np.tanh(v) if self.activation == "tanh" else 0.5 * (v + abs(v))
 
     def grad(self, inputs, output_grads):
-        raise NotImplementedError("Float32TanhBias is put in after gradients are built")
+        raise NotImplementedError("BiasActivation is put in after gradients are built")
 
     def infer_shape(self, node, shapes):
         return shapes[:1]
 
     def c_code(self, node, name, inputs, outputs, sub):
+        expression = self.EXPRESSIONS[self.activation]
         return """
         {
         PyArrayObject* x = PyArray_GETCONTIGUOUS(%(x)s);
         PyArrayObject* b = PyArray_GETCONTIGUOUS(%(b)s);
         if (x == NULL || b == NULL) { Py_XDECREF(x); Py_XDECREF(b); %(fail)s }
         if (PyArray_DIMS(b)[0] != PyArray_DIMS(x)[1]) {
-            PyErr_SetString(PyExc_ValueError, "Float32TanhBias: one bias per channel");
+            PyErr_SetString(PyExc_ValueError, "BiasActivation: one bias per channel");
             Py_DECREF(x); Py_DECREF(b); %(fail)s
         }
         if (%(z)s == NULL || !PyArray_SAMESHAPE(%(z)s, x) || !PyArray_IS_C_CONTIGUOUS(%(z)s)) {
@@ -211,18 +224,29 @@ class Float32TanhBias(Float32Tanh):
             const npy_intp channels = PyArray_DIMS(x)[1];
             const npy_intp planes = PyArray_DIMS(x)[0] * channels;
             const npy_intp plane = planes ? PyArray_SIZE(x) / planes : 0;
-            #pragma omp parallel for schedule(static) if (planes * plane > 65536)
-            for (npy_intp q = 0; q < planes; q++) {
-                const float shift = bias[q %% channels];
-                const float* src = in + q * plane;
-                float* dst = out + q * plane;
-                for (npy_intp i = 0; i < plane; i++)
-                    dst[i] = tanhf(src[i] + shift);
+            if (plane == 1) {  /* (N, C): one SIMD loop along each row */
+                for (npy_intp n = 0; n < PyArray_DIMS(x)[0]; n++)
+                    for (npy_intp c = 0; c < channels; c++) {
+                        const float v = in[n * channels + c] + bias[c];
+                        out[n * channels + c] = %(f)s;
+                    }
+            } else {
+                #pragma omp parallel for schedule(static) if (planes * plane > 65536)
+                for (npy_intp q = 0; q < planes; q++) {
+                    const float shift = bias[q %% channels];
+                    const float* src = in + q * plane;
+                    float* dst = out + q * plane;
+                    for (npy_intp i = 0; i < plane; i++) {
+                        const float v = src[i] + shift;
+                        dst[i] = %(f)s;
+                    }
+                }
             }
         }
         Py_DECREF(x); Py_DECREF(b);
         }
-        """ % dict(x=inputs[0], b=inputs[1], z=outputs[0], fail=sub["fail"])
+        """ % dict(x=inputs[0], b=inputs[1], z=outputs[0], fail=sub["fail"],
+                   f=expression.format("v"))
 
     def c_code_cache_version(self):
         return (1, VECTOR_TANHF, self.openmp)
@@ -238,23 +262,75 @@ def channel_bias(var):
     return None
 
 
+def elemwise_node(var, scalar_op_class):
+    """The Apply node of var if var = Elemwise{scalar_op_class}(...), else None."""
+    owner = var.owner
+    if (owner is not None and isinstance(owner.op, T.Elemwise)
+            and isinstance(owner.op.scalar_op, scalar_op_class)):
+        return owner
+    return None
+
+
+def with_channel_bias(var):
+    """(x, b) if var = x + b.dimshuffle('x', 0, 'x', ...) with b float32, else None."""
+    add = elemwise_node(var, theano.scalar.Add)
+    if add is None or len(add.inputs) != 2:
+        return None
+    for value, shift in (add.inputs, add.inputs[::-1]):
+        bias = channel_bias(shift)
+        if bias is not None and value.type == var.type and bias.dtype == "float32":
+            return value, bias
+    return None
+
+
+@theano.gof.local_optimizer([T.mul])
+def local_relu_bias(node):
+    """Replace 0.5 * (s + |s|), s = x + a per-channel bias, by BiasActivation('relu')
+    where nothing else uses s. Theano may have moved a dimshuffle that adds a
+    broadcastable axis (after the channel axis) from the output onto x: it is
+    moved back."""
+    out = node.outputs[0]
+    if (elemwise_node(out, theano.scalar.Mul) is None or len(node.inputs) != 2
+            or out.dtype != "float32"):
+        return False
+    for half, total in (node.inputs, node.inputs[::-1]):
+        add = elemwise_node(total, theano.scalar.Add)
+        if (not isinstance(half, T.TensorConstant) or not np.all(half.data == 0.5)
+                or not all(half.broadcastable) or add is None or len(add.inputs) != 2):
+            continue
+        for s, absolute in (add.inputs, add.inputs[::-1]):
+            magnitude = elemwise_node(absolute, theano.scalar.Abs)
+            found = with_channel_bias(s)
+            if magnitude is None or magnitude.inputs[0] is not s or found is None \
+                    or len(s.clients) != 2:
+                continue
+            value, bias = found
+            view = value.owner
+            if (view is not None and isinstance(view.op, T.DimShuffle)
+                    and view.op.new_order[:2] == (0, 1)
+                    and [d for d in view.op.new_order if d != "x"]
+                    == list(range(view.inputs[0].ndim))):
+                result = BiasActivation("relu")(view.inputs[0], bias).dimshuffle(
+                    view.op.new_order)
+            else:
+                result = BiasActivation("relu")(value, bias)
+            if result.type == out.type:
+                return [result]
+    return False
+
+
 @theano.gof.local_optimizer([T.tanh])
 def local_float32_tanh(node):
-    """Replace Elemwise{tanh} on float32 by Float32Tanh, or by Float32TanhBias
+    """Replace Elemwise{tanh} on float32 by Float32Tanh, or by BiasActivation
     where its input is x + a per-channel bias that nothing else uses."""
     if not (isinstance(node.op, T.Elemwise)
             and isinstance(node.op.scalar_op, theano.scalar.Tanh)
             and node.inputs[0].dtype == "float32"):
         return False
     (x,) = node.inputs
-    add = x.owner
-    if (add is not None and isinstance(add.op, T.Elemwise)
-            and isinstance(add.op.scalar_op, theano.scalar.Add)
-            and len(add.inputs) == 2 and len(x.clients) == 1):
-        for value, shift in (add.inputs, add.inputs[::-1]):
-            bias = channel_bias(shift)
-            if bias is not None and value.type == x.type and bias.dtype == "float32":
-                return [Float32TanhBias()(value, bias)]
+    found = with_channel_bias(x)
+    if found is not None and len(x.clients) == 1:
+        return [BiasActivation("tanh")(*found)]
     return [float32_tanh(x)]
 
 
@@ -306,7 +382,7 @@ def enable():
     # Position 48.6: after the canonical and specialising passes, just before
     # elementwise fusion (49) would hide tanh inside fused loops.
     theano.compile.optdb.register(
-        "convae_float32_tanh", theano.gof.opt.in2out(local_float32_tanh),
+        "convae_float32_tanh", theano.gof.opt.in2out(local_float32_tanh, local_relu_bias),
         48.6, "fast_run", "convae_fast")
     # After specialize_device (48.6), where Theano chooses CorrMM.
     theano.compile.optdb.register(

@@ -39,18 +39,30 @@ def test_float32_tanh_forward_and_gradient():
                                rtol=2e-6, atol=2e-7)
 
 
-def test_float32_tanh_bias_matches_numpy_and_is_used_for_layer_outputs():
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_bias_activation_matches_numpy_and_is_used_for_layer_outputs(activation):
     rng = np.random.RandomState(6)
-    for shape in [(3, 4, 5, 6), (7, 4)]:
+    # (3, 4, 5, 1, 6) is what Theano leaves after moving an upscale's
+    # dimshuffle onto the layer output.
+    for shape in [(3, 4, 5, 6), (7, 4), (3, 4, 5, 1, 6)]:
         values = (3 * rng.randn(*shape)).astype("float32")
         bias = rng.randn(shape[1]).astype("float32")
-        expected = np.tanh(values.astype(np.float64)
-                           + bias.reshape((1, -1) + (1,) * (len(shape) - 2)))
-        x = T.TensorType("float32", (False,) * len(shape))()
+        shifted = values.astype(np.float64) + bias.reshape((1, -1) + (1,) * (len(shape) - 2))
         b = T.fvector()
         pattern = ("x", 0) + ("x",) * (len(shape) - 2)
-        f = theano.function([x, b], T.tanh(x + b.dimshuffle(*pattern)))
-        assert "Float32TanhBias" in op_names(f)
+        if len(shape) == 5:
+            x = T.ftensor4()
+            v = x.dimshuffle(0, 1, 2, "x", 3) + b.dimshuffle(*pattern)
+            values = values[:, :, :, 0]
+        else:
+            x = T.TensorType("float32", (False,) * len(shape))()
+            v = x + b.dimshuffle(*pattern)
+        if activation == "tanh":
+            out, expected = T.tanh(v), np.tanh(shifted)
+        else:
+            out, expected = lasagne.nonlinearities.rectify(v), np.maximum(shifted, 0)
+        f = theano.function([x, b], out)
+        assert "BiasActivation" in op_names(f)
         np.testing.assert_allclose(f(values, bias), expected, rtol=2e-6, atol=2e-7)
 
 
@@ -79,7 +91,7 @@ def test_fast_path_is_on_and_can_be_left_out(setup):
     x, net, input_var, loss, grads = setup
     fast_fn = theano.function([input_var], grads)
     slow_fn = theano.function([input_var], grads, mode=SLOW_MODE)
-    fast_ops = {"Float32Tanh", "Float32TanhBias", "BatchedCorr", "Repeat", "AxisSum", "MaxPool2x2",
+    fast_ops = {"Float32Tanh", "BiasActivation", "BatchedCorr", "Repeat", "AxisSum", "MaxPool2x2",
                 "MaxPool2x2Grad"}
     replaced = {"CorrMM", "CorrMM_gradInputs", "CorrMM_gradWeights", "Alloc", "Pool",
                 "MaxPoolGrad"}

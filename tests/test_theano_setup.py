@@ -30,10 +30,16 @@ def probe(tmp_path, **env):
 
 
 def test_defaults_give_float32_and_blas_backed_convolutions(tmp_path):
-    floatx, ldflags, ops, stderr = probe(tmp_path)
+    # Theano's own gemm convolutions, with convae's fast path off...
+    floatx, ldflags, ops, stderr = probe(tmp_path, CONVAE_FAST="0")
     assert floatx == "float32"
     assert "-lopenblas" in ldflags
     assert "CorrMM" in ops and "CorrMM_gradInputs" in ops and "Dot22" in ops
+    assert "NumPy C-API based implementation for BLAS" not in stderr
+    # ... and convae's (whose few-channel layers use the BLAS) with it on.
+    floatx, ldflags, ops, stderr = probe(tmp_path)
+    assert floatx == "float32" and "-lopenblas" in ldflags
+    assert "BatchedCorr" in ops and "Dot22" in ops and "CorrMM" not in ops
     assert "NumPy C-API based implementation for BLAS" not in stderr
 
 

@@ -13,10 +13,14 @@ count and compile directory are set before Theano loads):
   ``sgemm_gflops`` is a float32 2048x2048 matrix product through the same BLAS
   in the same child on all ``--threads`` (best of five timings);
   ``train_efficiency`` / ``eval_efficiency`` are the ratios;
-* ``compile_cold_s`` / ``compile_warm_s``: compiling the three functions with an
-  empty and with a filled compile directory; ``first_step_warm_s``: from
-  launching a fresh ``python`` to the end of its first training step, cache
-  filled (interpreter start, imports, data, build, compile, one step).
+* ``compile_cold_s`` / ``compile_warm_s``: getting the network and its three
+  functions as the training command does, with an empty and with a filled
+  compile directory (warm, that is loading them from convae's function cache,
+  see ``convae.function_cache``; ``compile_warm_no_function_cache_s`` is the
+  same with that cache left out: Theano's own warm compile);
+  ``first_step_warm_s``: from launching a fresh ``python`` to the end of its
+  first training step, cache filled (interpreter start, imports, data, build,
+  compile, one step).
 """
 import argparse
 import ctypes
@@ -100,19 +104,23 @@ def rate(fn, batches):
 
 def measure(args):
     """In a child process: compile, time the first step, then throughput."""
-    import numpy as np
-    import lasagne
-    import theano.tensor as T
     from convae import data, train
-    from convae.model import build_convolutional_autoencoder
     images = data.load_dataset("mnist", args.data_dir)[0]
     size = args.batch_size
     batches = [images[i * size:(i + 1) * size] for i in range(args.batches)]
-    lasagne.random.set_rng(np.random.RandomState(1))
-    input_var = T.tensor4("inputs")
-    network = build_convolutional_autoencoder(input_var)
+    settings = dict(seed=1, optimizer="adam", lr=1e-3, noise="none", noise_level=0.0)
     compile_start = time.time()
-    train_fn, val_fn, _ = train.build_functions(network, input_var)
+    if args.no_function_cache:
+        import lasagne
+        import numpy as np
+        import theano.tensor as T
+        from convae.model import build_convolutional_autoencoder
+        lasagne.random.set_rng(np.random.RandomState(settings["seed"]))
+        input_var = T.tensor4("inputs")
+        network = build_convolutional_autoencoder(input_var)
+        train_fn, val_fn, _ = train.build_functions(network, input_var)
+    else:
+        network, _, train_fn, val_fn, _ = train.build_network_and_functions(settings)
     compile_s = time.time() - compile_start
     train_fn(batches[0])
     result = {"compile_s": compile_s, "first_step_done": time.time()}
@@ -125,7 +133,7 @@ def measure(args):
     print(json.dumps(result))
 
 
-def child(args, compiledir, compile_only):
+def child(args, compiledir, compile_only, no_function_cache=False):
     """Run ``measure`` in a fresh interpreter with the thread count and compile dir set.
 
     The thread count goes to OpenMP; OpenBLAS's is left to convae (see
@@ -141,6 +149,8 @@ def child(args, compiledir, compile_only):
         command += ["--data-dir", args.data_dir]
     if compile_only:
         command.append("--compile-only")
+    if no_function_cache:
+        command.append("--no-function-cache")
     launched = time.time()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -164,6 +174,7 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-function-cache", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
         measure(args)
@@ -180,6 +191,7 @@ def main(argv=None):
             warm_dir = os.path.expanduser("~/.theano")
         child(args, warm_dir, True)  # make sure the cache is filled
         warm = child(args, warm_dir, False)
+        theano_warm = child(args, warm_dir, True, no_function_cache=True)
     finally:
         shutil.rmtree(cold_dir, ignore_errors=True)
     flops = warm.pop("forward_flops_per_image")
@@ -194,6 +206,7 @@ def main(argv=None):
         train_efficiency=round(train_gflops / warm["sgemm_gflops"], 3),
         eval_efficiency=round(eval_gflops / warm["sgemm_gflops"], 3),
         compile_warm_s=round(warm["compile_s"], 2),
+        compile_warm_no_function_cache_s=round(theano_warm["compile_s"], 2),
         first_step_warm_s=round(warm["first_step_s"], 2),
         blas=warm["blas"], theano_defaults=default_flags())
     if not args.json:

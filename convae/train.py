@@ -26,9 +26,10 @@ import lasagne
 import theano
 import theano.tensor as T
 
-from convae import data
+from convae import data, function_cache
 from convae.files import save_npz, save_params, write_atomically
 from convae.model import build_convolutional_autoencoder
+from convae.theano_setup import fast_path_enabled
 
 OPTIMIZERS = ("adam", "nesterov")
 DEFAULT_LR = {"adam": 1e-3, "nesterov": 0.01}
@@ -39,6 +40,30 @@ RUN_SETTINGS = ("dataset", "batch_size", "optimizer", "lr", "seed",
 
 class TrainingError(Exception):
     """A user-facing training failure; the message is one line."""
+
+
+def training_graph(network, input_var, optimizer="adam", lr=1e-3, noise="none",
+                   noise_level=0.0):
+    """The symbolic training step and evaluations, not yet compiled.
+
+    Returns (loss, updates, val_loss, clean): the mean squared error of the
+    (possibly corrupted, see ``build_functions``) training pass, the
+    optimizer's updates (an ordered dict), and the mean squared error and
+    reconstructions with dropout off.
+    """
+    target = input_var
+    seen = corrupt(input_var, noise, noise_level)
+    prediction = lasagne.layers.get_output(network, seen)
+    loss = lasagne.objectives.squared_error(prediction, target).mean()
+    params = lasagne.layers.get_all_params(network, trainable=True)
+    if optimizer == "adam":
+        updates = lasagne.updates.adam(loss, params, learning_rate=lr)
+    else:
+        updates = lasagne.updates.nesterov_momentum(
+            loss, params, learning_rate=lr, momentum=0.9)
+    clean = lasagne.layers.get_output(network, deterministic=True)
+    val_loss = lasagne.objectives.squared_error(clean, target).mean()
+    return loss, updates, val_loss, clean
 
 
 def build_functions(network, input_var, optimizer="adam", lr=1e-3,
@@ -55,23 +80,40 @@ def build_functions(network, input_var, optimizer="adam", lr=1e-3,
     reconstruct_fn(x) -> reconstructions with dropout off; x is float32
     (batch, 1, 28, 28).
     """
-    target = input_var
-    seen = corrupt(input_var, noise, noise_level)
-    prediction = lasagne.layers.get_output(network, seen)
-    loss = lasagne.objectives.squared_error(prediction, target).mean()
-    params = lasagne.layers.get_all_params(network, trainable=True)
-    if optimizer == "adam":
-        updates = lasagne.updates.adam(loss, params, learning_rate=lr)
-    else:
-        updates = lasagne.updates.nesterov_momentum(
-            loss, params, learning_rate=lr, momentum=0.9)
-    train_fn = theano.function([input_var], loss, updates=updates)
+    graph = training_graph(network, input_var, optimizer, lr, noise, noise_level)
+    return compile_graph(input_var, graph)
 
-    clean = lasagne.layers.get_output(network, deterministic=True)
-    val_loss = lasagne.objectives.squared_error(clean, target).mean()
-    val_fn = theano.function([input_var], val_loss)
-    reconstruct_fn = theano.function([input_var], clean)
-    return train_fn, val_fn, reconstruct_fn
+
+def compile_graph(input_var, graph):
+    """train_fn, val_fn, reconstruct_fn of a ``training_graph``."""
+    loss, updates, val_loss, clean = graph
+    return (theano.function([input_var], loss, updates=updates),
+            theano.function([input_var], val_loss),
+            theano.function([input_var], clean))
+
+
+def build_network_and_functions(settings):
+    """The seeded network and its compiled functions, as a training run needs them.
+
+    settings: a dict with 'seed', 'optimizer', 'lr', 'noise', 'noise_level'.
+    Returns (network, input_var, train_fn, val_fn, reconstruct_fn), exactly
+    as ``build_convolutional_autoencoder`` and ``build_functions`` would
+    give them, but taken from convae's function cache when a previous
+    process compiled the same (see ``convae.function_cache``).
+    """
+    names = ("seed", "optimizer", "lr", "noise", "noise_level")
+    key = function_cache.cache_key({name: settings[name] for name in names})
+    cached = function_cache.load(key) if fast_path_enabled() else None
+    if cached is not None:
+        return cached
+    lasagne.random.set_rng(np.random.RandomState(settings["seed"]))
+    input_var = T.tensor4("inputs")
+    network = build_convolutional_autoencoder(input_var)
+    graph = training_graph(network, input_var, *(settings[name] for name in names[1:]))
+    compiled = (network, input_var) + compile_graph(input_var, graph)
+    if fast_path_enabled():
+        function_cache.save(key, compiled)
+    return compiled
 
 
 def corrupt(input_var, noise, level):
@@ -125,13 +167,9 @@ class Run:
         self.out_dir = out_dir
         self.log = log
         self.progress = progress
-        lasagne.random.set_rng(np.random.RandomState(settings["seed"]))
         self.shuffle_rng = np.random.RandomState(settings["seed"])
-        self.input_var = T.tensor4("inputs")
-        self.network = build_convolutional_autoencoder(self.input_var)
-        self.train_fn, self.val_fn, self.reconstruct_fn = build_functions(
-            self.network, self.input_var, settings["optimizer"], settings["lr"],
-            settings["noise"], settings["noise_level"])
+        (self.network, self.input_var, self.train_fn, self.val_fn,
+         self.reconstruct_fn) = build_network_and_functions(settings)
         self.state = self.train_fn.get_shared()
         self.epoch, self.batch, self.err_sum, self.metrics = 0, 0, 0.0, []
         self.epoch_rng_state = self.shuffle_rng.get_state()

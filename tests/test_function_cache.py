@@ -1,0 +1,118 @@
+"""Compiled functions kept for the next process compute what a fresh compile does."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import lasagne
+from convae import function_cache, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SETTINGS = dict(seed=7, optimizer="adam", lr=1e-3, noise="mask", noise_level=0.2)
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(function_cache, "cache_path",
+                        lambda key: str(tmp_path / (key + ".pkl")))
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def batches(mnist_dir):
+    from convae import data
+    images = data.load_dataset("mnist", mnist_dir)[0]
+    return [images[i * 64:(i + 1) * 64] for i in range(3)]
+
+
+def steps(built, batches):
+    """Losses of three training steps, then validation loss, reconstructions, weights."""
+    network, _, train_fn, val_fn, reconstruct_fn = built
+    losses = [float(train_fn(batch)) for batch in batches]
+    return (losses, float(val_fn(batches[0])), reconstruct_fn(batches[0][:4]),
+            lasagne.layers.get_all_param_values(network))
+
+
+def assert_same(a, b):
+    for x, y in zip(a, b):
+        if isinstance(x, list) and x and isinstance(x[0], np.ndarray):
+            for u, v in zip(x, y):
+                np.testing.assert_array_equal(u, v)
+        else:
+            np.testing.assert_array_equal(x, y)
+
+
+def test_cached_functions_train_bit_for_bit_like_fresh_ones(cache_dir, batches, monkeypatch):
+    fresh = train.build_network_and_functions(SETTINGS)
+    assert len(list(cache_dir.iterdir())) == 1
+    fresh_results = steps(fresh, batches)
+
+    def no_compiling(*args):
+        raise AssertionError("compiled although the cache had the functions")
+    monkeypatch.setattr(train, "compile_graph", no_compiling)
+    cached = train.build_network_and_functions(SETTINGS)
+    assert cached[2] is not fresh[2]
+    # Training moves the cached network's own weights, from the same start.
+    assert_same(steps(cached, batches), fresh_results)
+
+
+def test_any_setting_or_source_change_is_another_key(monkeypatch, tmp_path):
+    key = function_cache.cache_key(SETTINGS)
+    assert function_cache.cache_key(dict(SETTINGS)) == key
+    for name, value in [("seed", 8), ("lr", 2e-3), ("noise", "gaussian"),
+                        ("noise_level", 0.3), ("optimizer", "nesterov")]:
+        assert function_cache.cache_key(dict(SETTINGS, **{name: value})) != key
+    (tmp_path / "model.py").write_text("changed")
+    monkeypatch.setattr(function_cache, "SOURCE_DIR", str(tmp_path))
+    assert function_cache.cache_key(SETTINGS) != key
+
+
+def test_damaged_entry_is_a_miss_and_gets_replaced(cache_dir, batches):
+    key = function_cache.cache_key(SETTINGS)
+    (cache_dir / (key + ".pkl")).write_bytes(b"\x80\x04 not a pickle")
+    assert function_cache.load(key) is None
+    built = train.build_network_and_functions(SETTINGS)
+    assert np.isfinite(float(built[2](batches[0])))
+    assert function_cache.load(key) is not None
+
+
+PROBE = """
+import json, sys, time
+start = time.time()
+import convae, theano
+from convae import data, train
+from theano.gof import cmodule
+probes = []
+real_probe = cmodule.try_march_flag
+def counting(flags):
+    probes.append(flags)
+    return real_probe(flags)
+cmodule.try_march_flag = counting
+compiled = []
+real_compile = train.compile_graph
+def compiling(*args):
+    compiled.append(1)
+    return real_compile(*args)
+train.compile_graph = compiling
+images = data.load_dataset("mnist", sys.argv[1])[0]
+built = train.build_network_and_functions(
+    dict(seed=11, optimizer="adam", lr=1e-3, noise="none", noise_level=0.0))
+loss = float(built[2](images[:128]))
+print(json.dumps(dict(compiled=bool(compiled), probed=bool(probes), loss=loss,
+                      seconds=time.time() - start)))
+"""
+
+
+def test_a_second_process_starts_from_the_cache(mnist_dir):
+    import json
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", PROBE, mnist_dir], cwd=REPO,
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    second = runs[1]
+    assert not second["compiled"] and not second["probed"]
+    assert second["loss"] == runs[0]["loss"]

@@ -12,7 +12,8 @@ rewrites below, for the cases they cover:
 * ``Repeat(axis, times)``: x with a new axis of length ``times`` inserted at
   ``axis``, every slice a copy of x (the ``Alloc`` inside ``repeat``);
 * ``AxisSum(axis)``: the sum over one axis, accumulated in double precision
-  as Theano does, rounded to float32;
+  as Theano does, rounded to float32; ``ChannelSum``: likewise over every
+  axis but the channels (a bias gradient);
 * ``MaxPool2x2`` / ``MaxPool2x2Grad``: 2x2 max pooling with stride 2, no
   padding, trailing odd rows and columns dropped (``ignore_border=True``); the
   gradient goes to every input equal to its window's maximum, as Theano's.
@@ -155,15 +156,71 @@ class AxisSum(ContiguousFloat32Op):
         if (convae_prepare(&%%(out)s, nd - 1, dims)) %%(fail)s
         const float* x = (const float*)PyArray_DATA(in0);
         float* y = (float*)PyArray_DATA(%%(out)s);
+        /* 64 sums at a time, each its own double, so that no sum waits for
+           the one before: 64 inner positions of one outer index, or where
+           there is one inner position (a repeat's gradient: sums of
+           neighbours), 64 outer indices. Block b, element j, summand t. */
+        const npy_intp per_outer = (inner + 63) / 64;
+        const npy_intp blocks = inner == 1 ? (outer + 63) / 64 : outer * per_outer;
         #pragma omp parallel for schedule(static) if (outer * length * inner > 65536)
-        for (npy_intp o = 0; o < outer; o++)
-            for (npy_intp i = 0; i < inner; i++) {
-                double sum = 0;
-                for (npy_intp t = 0; t < length; t++)
-                    sum += x[(o * length + t) * inner + i];
-                y[o * inner + i] = (float)sum;
-            }
+        for (npy_intp b = 0; b < blocks; b++) {
+            const npy_intp o = inner == 1 ? b * 64 : b / per_outer;
+            const npy_intp i0 = inner == 1 ? 0 : b %%%% per_outer * 64;
+            const npy_intp left = inner == 1 ? outer - o : inner - i0;
+            const npy_intp n = left < 64 ? left : 64;
+            const npy_intp stride_j = inner == 1 ? length : 1;
+            const float* first = x + o * length * inner + i0;
+            double sums[64];
+            for (npy_intp j = 0; j < n; j++) sums[j] = 0;
+            for (npy_intp t = 0; t < length; t++)
+                for (npy_intp j = 0; j < n; j++)
+                    sums[j] += first[t * inner + j * stride_j];
+            for (npy_intp j = 0; j < n; j++)
+                y[o * inner + i0 + j] = (float)sums[j];
+        }
         """ % dict(axis=self.axis)
+
+
+class ChannelSum(ContiguousFloat32Op):
+    """Sum of float32 x (N, C, ...) over every axis but 1, accumulated in double, as (C,).
+
+    A layer's bias gradient; the channels are split over the cores.
+    """
+
+    __props__ = ()
+
+    def make_node(self, x):
+        x = T.as_tensor_variable(x)
+        if x.dtype != "float32" or x.ndim < 2:
+            raise TypeError("ChannelSum takes float32 with at least 2 axes")
+        return theano.Apply(self, [x], [T.TensorType("float32", (x.broadcastable[1],))()])
+
+    def infer_shape(self, node, shapes):
+        return [(shapes[0][1],)]
+
+    def body(self):
+        return """
+        npy_intp outer, channels, inner;
+        convae_split(in0, 1, &outer, &channels, &inner);
+        if (convae_prepare(&%(out)s, 1, &channels)) %(fail)s
+        const float* x = (const float*)PyArray_DATA(in0);
+        float* y = (float*)PyArray_DATA(%(out)s);
+        #pragma omp parallel for schedule(static) if (outer * channels * inner > 65536)
+        for (npy_intp c = 0; c < channels; c++) {
+            double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};  /* 8 sums: a SIMD loop */
+            for (npy_intp o = 0; o < outer; o++) {
+                const float* plane = x + (o * channels + c) * inner;
+                npy_intp i = 0;
+                for (; i + 8 <= inner; i += 8)
+                    for (int l = 0; l < 8; l++)
+                        lanes[l] += plane[i + l];
+                for (; i < inner; i++)
+                    lanes[0] += plane[i];
+            }
+            y[c] = (float)(((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
+                           + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])));
+        }
+        """
 
 
 class MaxPool2x2(ContiguousFloat32Op):
@@ -269,7 +326,8 @@ def _is_2x2_pool(op, ws, stride, pad):
 
 @theano.gof.local_optimizer([T.Alloc, T.Sum, Pool, MaxPoolGrad])
 def local_contiguous_ops(node):
-    """Swap in Repeat, AxisSum, MaxPool2x2 and MaxPool2x2Grad where they compute the same."""
+    """Swap in Repeat, AxisSum, ChannelSum, MaxPool2x2 and MaxPool2x2Grad where
+    they compute the same."""
     op, out = node.op, node.outputs[0]
     if out.dtype != "float32" or any(v.dtype != "float32" for v in node.inputs[:1]):
         return False
@@ -286,9 +344,15 @@ def local_contiguous_ops(node):
         x = view.dimshuffle([d for d in range(view.ndim) if d != axis])
         new = Repeat(axis, times[0])(x)
     elif isinstance(op, T.Sum):
-        if op.axis is None or len(op.axis) != 1 or op.acc_dtype != "float64":
+        x = node.inputs[0]
+        if op.axis is None or op.acc_dtype != "float64":
             return False
-        new = AxisSum(op.axis[0])(node.inputs[0])
+        if len(op.axis) == 1:
+            new = AxisSum(op.axis[0])(x)
+        elif x.ndim >= 2 and sorted(op.axis) == [0] + list(range(2, x.ndim)):
+            new = ChannelSum()(x)
+        else:
+            return False
     elif isinstance(op, Pool):
         if not _is_2x2_pool(op, *node.inputs[1:]):
             return False

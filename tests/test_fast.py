@@ -91,7 +91,7 @@ def test_fast_path_is_on_and_can_be_left_out(setup):
     x, net, input_var, loss, grads = setup
     fast_fn = theano.function([input_var], grads)
     slow_fn = theano.function([input_var], grads, mode=SLOW_MODE)
-    fast_ops = {"Float32Tanh", "BiasActivation", "BatchedCorr", "Repeat", "AxisSum", "MaxPool2x2",
+    fast_ops = {"Float32Tanh", "BiasActivation", "BatchedCorr", "Repeat", "AxisSum", "ChannelSum", "MaxPool2x2",
                 "MaxPool2x2Grad"}
     replaced = {"CorrMM", "CorrMM_gradInputs", "CorrMM_gradWeights", "Alloc", "Pool",
                 "MaxPoolGrad"}

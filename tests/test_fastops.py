@@ -13,7 +13,7 @@ from theano.tensor.nnet.corr import CorrMM, CorrMM_gradInputs, CorrMM_gradWeight
 from theano.tensor.signal.pool import MaxPoolGrad, Pool
 
 from convae.fastconv import BatchedCorr
-from convae.fastops import AxisSum, MaxPool2x2, MaxPool2x2Grad, Repeat
+from convae.fastops import AxisSum, ChannelSum, MaxPool2x2, MaxPool2x2Grad, Repeat
 
 import reference
 
@@ -92,6 +92,20 @@ def test_repeat_and_its_adjoint_axis_sum():
     for axis in range(4):
         expected = x.astype(np.float64).sum(axis=axis).astype(np.float32)
         np.testing.assert_array_equal(compiled(AxisSum(axis), x), expected)
+
+
+def test_channel_sum_is_a_bias_gradient():
+    rng = np.random.RandomState(3)
+    for shape in [(64, 32, 24, 24), (5, 3), (2, 4, 3, 1, 5)]:
+        x = rng.randn(*shape).astype("float32")
+        axes = (0,) + tuple(range(2, len(shape)))
+        expected = x.astype(np.float64).sum(axis=axes)
+        np.testing.assert_allclose(compiled(ChannelSum(), x), expected, rtol=1e-6, atol=1e-6)
+        v = T.TensorType("float32", (False,) * len(shape))()
+        f = theano.function([v], v.sum(axis=axes))
+        ours = "ChannelSum" if len(shape) > 2 else "AxisSum"  # (N, C): one axis
+        assert ours in {type(n.op).__name__ for n in f.maker.fgraph.toposort()}
+        np.testing.assert_allclose(f(x), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_max_pool_2x2_and_gradient_match_numpy_and_theano():

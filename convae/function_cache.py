@@ -7,7 +7,7 @@ function together with its shared variables and does not optimise it again
 when unpickled (the Theano flag ``reoptimize_unpickled_function`` is off by
 default), so convae stores the network and its functions, pickled right
 after compiling, in Theano's compile directory (``theano.config.compiledir``;
-``theano-cache clear`` empties it), under a key made of everything that
+``theano-cache purge`` deletes it), under a key made of everything that
 shapes the optimised graph: the training settings that enter it, convae's
 source, the Theano and Lasagne versions, the Theano flags and the CPU. With
 them go three things Theano works out once per process: g++'s flags for
@@ -35,6 +35,8 @@ from convae.files import write_atomically
 
 # Pickling a Theano graph recurses once per node along its longest path.
 RECURSION_LIMIT = 20000
+# Entries (about 7 MB each) kept: the most recently used.
+KEEP = 8
 SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -95,8 +97,17 @@ def save(key, objects):
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         _with_recursion_limit(lambda: write_atomically(path, write))
+        prune(os.path.dirname(path))
     except (OSError, pickle.PicklingError, RecursionError, TypeError, AttributeError):
         pass
+
+
+def prune(directory):
+    """Delete all but the KEEP most recently used entries in ``directory``."""
+    entries = sorted((os.path.join(directory, name) for name in os.listdir(directory)
+                      if name.endswith(".pkl")), key=os.path.getmtime, reverse=True)
+    for path in entries[KEEP:]:
+        os.remove(path)
 
 
 def load(key):
@@ -119,4 +130,8 @@ def load(key):
     if rng_mrg.multMatVect.dot_modulo is None:
         rng_mrg.multMatVect.dot_modulo = dot_modulo
     lasagne.random.set_rng(rng)
+    try:
+        os.utime(path)  # used now: the last to be pruned
+    except OSError:
+        pass
     return objects

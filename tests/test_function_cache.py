@@ -78,6 +78,16 @@ def test_damaged_entry_is_a_miss_and_gets_replaced(cache_dir, batches):
     assert function_cache.load(key) is not None
 
 
+def test_only_the_most_recently_used_entries_are_kept(tmp_path):
+    for i in range(function_cache.KEEP + 3):
+        entry = tmp_path / ("%d.pkl" % i)
+        entry.write_bytes(b"x")
+        os.utime(entry, (1000 + i, 1000 + i))
+    function_cache.prune(str(tmp_path))
+    kept = sorted(int(p.name.split(".")[0]) for p in tmp_path.iterdir())
+    assert kept == list(range(3, function_cache.KEEP + 3))
+
+
 PROBE = """
 import json, sys, time
 start = time.time()

@@ -9,7 +9,8 @@ computes the same three correlations two ways:
 * where the filters (forward, gradient for the weights) or the input channels
   (gradient for the inputs) come in multiples of 16 and the CPU has AVX2 and
   FMA (checked at run time), with direct kernels: the sums for 16 channels of
-  6 pixels stay in 12 vector registers, fed straight from the images with no
+  6 pixels (for short sums, such as the first layer's 25 products, 8 filters
+  of 8 pixels) stay in vector registers, fed straight from the images with no
   unrolled copy, one image (or for the weights, one cache-sized chunk of
   images) per core at a time;
 * otherwise (the post's last layer, with one channel) by unrolling a
@@ -203,6 +204,58 @@ static void convae_direct_forward(const float* x, const float* Wt, const int* ko
     }
 }
 
+/* The forward correlation for a short sum (few input channels: K < 64),
+   where storing 6 pixels x 16 filters one value at a time would cost as much
+   as the sum: 8 pixels x 8 filters of sums in registers, transposed in
+   registers at the end so that each filter's 8 pixels go out as one vector.
+   Same arguments as convae_direct_forward; F % 8 == 0, P % 8 == 0. */
+__attribute__((target("avx2,fma")))
+static void convae_direct_forward_short(const float* x, const float* Wt, const int* kofs,
+                                        float* y, int C, int H, int W, int F,
+                                        int kh, int kw)
+{
+    const int oh = H - kh + 1, ow = W - kw + 1, P = oh * ow, K = C * kh * kw;
+    for (int p0 = 0; p0 < P; p0 += 8) {
+        int off[8];
+        for (int t = 0; t < 8; t++)
+            off[t] = (p0 + t) / ow * W + (p0 + t) % ow;
+        for (int fb = 0; fb < F; fb += 8) {
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0,
+                   a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+            for (int k = 0; k < K; k++) {
+                const __m256 w = _mm256_loadu_ps(Wt + (long)k * F + fb);
+                const float* s = x + kofs[k];
+                a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(s + off[0]), w, a0);
+                a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(s + off[1]), w, a1);
+                a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(s + off[2]), w, a2);
+                a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(s + off[3]), w, a3);
+                a4 = _mm256_fmadd_ps(_mm256_broadcast_ss(s + off[4]), w, a4);
+                a5 = _mm256_fmadd_ps(_mm256_broadcast_ss(s + off[5]), w, a5);
+                a6 = _mm256_fmadd_ps(_mm256_broadcast_ss(s + off[6]), w, a6);
+                a7 = _mm256_fmadd_ps(_mm256_broadcast_ss(s + off[7]), w, a7);
+            }
+            /* a_t holds filters fb..fb+7 of pixel t; make row f = pixels 0..7. */
+            const __m256 u0 = _mm256_unpacklo_ps(a0, a1), u1 = _mm256_unpackhi_ps(a0, a1),
+                         u2 = _mm256_unpacklo_ps(a2, a3), u3 = _mm256_unpackhi_ps(a2, a3),
+                         u4 = _mm256_unpacklo_ps(a4, a5), u5 = _mm256_unpackhi_ps(a4, a5),
+                         u6 = _mm256_unpacklo_ps(a6, a7), u7 = _mm256_unpackhi_ps(a6, a7);
+            const __m256 v0 = _mm256_shuffle_ps(u0, u2, 0x44), v1 = _mm256_shuffle_ps(u0, u2, 0xEE),
+                         v2 = _mm256_shuffle_ps(u1, u3, 0x44), v3 = _mm256_shuffle_ps(u1, u3, 0xEE),
+                         v4 = _mm256_shuffle_ps(u4, u6, 0x44), v5 = _mm256_shuffle_ps(u4, u6, 0xEE),
+                         v6 = _mm256_shuffle_ps(u5, u7, 0x44), v7 = _mm256_shuffle_ps(u5, u7, 0xEE);
+            float* out = y + (long)fb * P + p0;
+            _mm256_storeu_ps(out + 0 * (long)P, _mm256_permute2f128_ps(v0, v4, 0x20));
+            _mm256_storeu_ps(out + 1 * (long)P, _mm256_permute2f128_ps(v1, v5, 0x20));
+            _mm256_storeu_ps(out + 2 * (long)P, _mm256_permute2f128_ps(v2, v6, 0x20));
+            _mm256_storeu_ps(out + 3 * (long)P, _mm256_permute2f128_ps(v3, v7, 0x20));
+            _mm256_storeu_ps(out + 4 * (long)P, _mm256_permute2f128_ps(v0, v4, 0x31));
+            _mm256_storeu_ps(out + 5 * (long)P, _mm256_permute2f128_ps(v1, v5, 0x31));
+            _mm256_storeu_ps(out + 6 * (long)P, _mm256_permute2f128_ps(v2, v6, 0x31));
+            _mm256_storeu_ps(out + 7 * (long)P, _mm256_permute2f128_ps(v3, v7, 0x31));
+        }
+    }
+}
+
 /* One image's bottom b (C, H, W) from its top g (F, oh, ow) and Wr, the
    weights as (kh*kw, F, C), through hwc, an (H, W, C) scratch image.
    C % 16 == 0. */
@@ -329,8 +382,9 @@ static int convae_corr_direct(int direction, const float* a, const float* b, flo
             if (scratch && tmp == NULL) {
                 failed = 1;
             } else if (direction == 0) {
-                convae_direct_forward(a + (long)step * C * H * W, w, kofs,
-                                      out + (long)step * F * P, C, H, W, F, kh, kw);
+                (K < 64 && P % 8 == 0 ? convae_direct_forward_short : convae_direct_forward)(
+                    a + (long)step * C * H * W, w, kofs, out + (long)step * F * P,
+                    C, H, W, F, kh, kw);
             } else if (direction == 1) {
                 convae_direct_grad_inputs(b + (long)step * F * P, w,
                                           out + (long)step * C * H * W,

@@ -19,10 +19,12 @@ import reference
 
 # (images, channels, size, filters, filter size): conv1 and conv2 of the post,
 # then a batch that does not split evenly over chunks and threads, a
-# non-square filter on the AVX path (16 channels and filters), and shapes for
-# the BLAS path (channels and filters not multiples of 16).
+# non-square filter on the AVX path (16 channels and filters), a short sum
+# (2 channels, 3x3) on a non-square image, and shapes for the BLAS path
+# (channels and filters not multiples of 16).
 CONV_SHAPES = [(16, 1, 28, 32, 5), (16, 32, 12, 32, 5), (13, 32, 12, 32, 5),
-               (5, 16, 10, 16, (3, 4)), (1, 3, 9, 4, 3), (7, 2, 11, 5, (2, 4))]
+               (5, 16, 10, 16, (3, 4)), (3, 2, 10, 16, 3), (1, 3, 9, 4, 3),
+               (7, 2, 11, 5, (2, 4))]
 
 
 def compiled(op, *values):

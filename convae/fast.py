@@ -15,17 +15,18 @@ environment before importing convae (to compare, or to rule it out):
   per-batch temporaries with fresh ``mmap`` calls, which otherwise cost a
   page-fault storm on every batch.
 * float32 ``tanh`` is computed in single precision by a vectorised loop
-  (``Float32Tanh``, on all cores): Theano's C code casts every value to double and calls
-  ``tanh`` one at a time, which made tanh the largest single cost of a
-  training step. Where tanh's (or rectify's) input is a layer's output plus
-  its bias, ``BiasActivation`` adds the bias in the same pass. The graph rewrite runs
-  before Theano's elementwise fusion (whose strided loops gcc does not
-  vectorise).
+  (``Float32Tanh``, on all cores): Theano's C code casts every value to
+  double and calls ``tanh`` one at a time, which made tanh the largest single
+  cost of a training step. Where tanh's (or rectify's) input is a layer's
+  output plus its bias, ``BiasActivation`` adds the bias in the same pass.
+  The graph rewrite runs before Theano's elementwise fusion (whose strided
+  loops gcc does not vectorise).
 * the convolutions (Theano's ``CorrMM`` and its two gradients) run as
-  ``BatchedCorr`` (``convae.fastconv``): one matrix product per chunk of
-  images instead of one per image;
-* ``repeat`` (upscaling) and its gradient, and 2x2 max pooling and its
-  gradient, run as plain contiguous loops on all cores (``convae.fastops``);
+  ``BatchedCorr`` (``convae.fastconv``): direct AVX2 kernels, or one matrix
+  product per chunk of images instead of one per image;
+* ``repeat`` (upscaling) and its gradient, 2x2 max pooling and its gradient,
+  and the bias gradients run as plain contiguous loops on all cores
+  (``convae.fastops``);
 * Theano 1.0.5's compile cache misses in two ways on Python 3, so every new
   process recompiled a few modules (about 6 s of each warm start here): it
   never caches the module of an op whose ``__props__`` is empty (``Dot22``,
@@ -34,6 +35,9 @@ environment before importing convae (to compare, or to rule it out):
   ``hash`` of their C source, which is salted afresh in every process. convae
   versions the first by their ops' and types' own cache versions and the
   second by a SHA-256 of the source, so each module is compiled once.
+* the training command's compiled functions are kept for the next process
+  (``convae.function_cache``, used by ``convae.train``), so that a warm start
+  skips Theano's graph optimiser.
 
 The graph rewrites carry the tag ``convae_fast`` in Theano's optimizer
 database: ``mode.excluding("convae_fast")`` leaves them out of one function.

@@ -110,17 +110,8 @@ def measure(args):
     batches = [images[i * size:(i + 1) * size] for i in range(args.batches)]
     settings = dict(seed=1, optimizer="adam", lr=1e-3, noise="none", noise_level=0.0)
     compile_start = time.time()
-    if args.no_function_cache:
-        import lasagne
-        import numpy as np
-        import theano.tensor as T
-        from convae.model import build_convolutional_autoencoder
-        lasagne.random.set_rng(np.random.RandomState(settings["seed"]))
-        input_var = T.tensor4("inputs")
-        network = build_convolutional_autoencoder(input_var)
-        train_fn, val_fn, _ = train.build_functions(network, input_var)
-    else:
-        network, _, train_fn, val_fn, _ = train.build_network_and_functions(settings)
+    network, _, train_fn, val_fn, _ = train.build_network_and_functions(
+        settings, use_cache=not args.no_function_cache)
     compile_s = time.time() - compile_start
     train_fn(batches[0])
     result = {"compile_s": compile_s, "first_step_done": time.time()}

@@ -92,18 +92,20 @@ def compile_graph(input_var, graph):
             theano.function([input_var], clean))
 
 
-def build_network_and_functions(settings):
+def build_network_and_functions(settings, use_cache=True):
     """The seeded network and its compiled functions, as a training run needs them.
 
     settings: a dict with 'seed', 'optimizer', 'lr', 'noise', 'noise_level'.
     Returns (network, input_var, train_fn, val_fn, reconstruct_fn), exactly
     as ``build_convolutional_autoencoder`` and ``build_functions`` would
     give them, but taken from convae's function cache when a previous
-    process compiled the same (see ``convae.function_cache``).
+    process compiled the same (see ``convae.function_cache``), unless
+    ``use_cache`` is false or ``CONVAE_FAST=0``.
     """
     names = ("seed", "optimizer", "lr", "noise", "noise_level")
+    use_cache = use_cache and fast_path_enabled()
     key = function_cache.cache_key({name: settings[name] for name in names})
-    cached = function_cache.load(key) if fast_path_enabled() else None
+    cached = function_cache.load(key) if use_cache else None
     if cached is not None:
         return cached
     lasagne.random.set_rng(np.random.RandomState(settings["seed"]))
@@ -111,7 +113,7 @@ def build_network_and_functions(settings):
     network = build_convolutional_autoencoder(input_var)
     graph = training_graph(network, input_var, *(settings[name] for name in names[1:]))
     compiled = (network, input_var) + compile_graph(input_var, graph)
-    if fast_path_enabled():
+    if use_cache:
         function_cache.save(key, compiled)
     return compiled
 

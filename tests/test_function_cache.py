@@ -58,6 +58,12 @@ def test_cached_functions_train_bit_for_bit_like_fresh_ones(cache_dir, batches, 
     assert_same(steps(cached, batches), fresh_results)
 
 
+def test_use_cache_false_compiles_and_keeps_nothing(cache_dir, batches):
+    built = train.build_network_and_functions(SETTINGS, use_cache=False)
+    assert np.isfinite(float(built[2](batches[0])))
+    assert list(cache_dir.iterdir()) == []
+
+
 def test_any_setting_or_source_change_is_another_key(monkeypatch, tmp_path):
     key = function_cache.cache_key(SETTINGS)
     assert function_cache.cache_key(dict(SETTINGS)) == key

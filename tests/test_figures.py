@@ -1,5 +1,4 @@
 """Figures and the reconstruction command, checked against NumPy."""
-import json
 import os
 import re
 

@@ -27,7 +27,8 @@ setup(
         "Lasagne>=0.1",
     ],
     extras_require={"test": ["pytest"]},
-    package_data={"convae": ["weights/*.npz", "weights/*.jsonl"]},
+    package_data={"convae": ["weights/*.npz", "weights/*.jsonl",
+                             "runtime/c_code/*.c", "runtime/c_code/*.h"]},
     entry_points={"console_scripts": [
         "convae-train = convae.train:main",
         "convae-reconstruct = convae.reconstruct:main",

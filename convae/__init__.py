@@ -1,18 +1,19 @@
 """convae: the 2016 post *Convolutional Autoencoder for Dummies*, runnable today.
 
-Importing convae sets Theano's defaults (float32, a linked OpenBLAS; see
-``convae.theano_setup``) unless the user set them, and makes ``import lasagne``
-work with Lasagne master's layer API on PyPI's Lasagne 0.1 too (see
-``convae.lasagne_backport``), and makes Theano run the graph faster unless
-``CONVAE_FAST=0`` (see ``convae.fast``). The network is in ``convae.model``.
+The post's code: ``convae.model`` (the network), ``convae.data`` (MNIST),
+``convae.train`` (the training loop and command), ``convae.figures``,
+``convae.codec``, ``convae.reconstruct`` and ``convae.make_figures`` (the
+figures and their commands). What makes Theano 1.0.5 run it today, and run it
+fast, is ``convae.runtime``.
+
+Importing convae sets Theano's defaults (float32, a linked OpenBLAS) unless
+the user set them, and makes ``import lasagne`` work with Lasagne master's
+layers on PyPI's Lasagne 0.1 too: import it before Theano or Lasagne.
+Nothing else happens on import; ``convae.runtime.enable()`` switches on the
+fast path, as the commands do.
 """
-from . import theano_setup
+from convae import runtime
 
-theano_setup.configure()
-
-from . import lasagne_backport  # noqa: E402,F401
-from . import fast  # noqa: E402
-
-fast.enable()
+runtime.prepare()
 
 __version__ = "0.1.0"

@@ -16,14 +16,13 @@ count and compile directory are set before Theano loads):
 * ``compile_cold_s`` / ``compile_warm_s``: getting the network and its three
   functions as the training command does, with an empty and with a filled
   compile directory (warm, that is loading them from convae's function cache,
-  see ``convae.function_cache``; ``compile_warm_no_function_cache_s`` is the
+  see ``convae.runtime.function_cache``; ``compile_warm_no_function_cache_s`` is the
   same with that cache left out: Theano's own warm compile);
   ``first_step_warm_s``: from launching a fresh ``python`` to the end of its
   first training step, cache filled (interpreter start, imports, data, build,
   compile, one step).
 """
 import argparse
-import ctypes
 import json
 import os
 import shutil
@@ -53,17 +52,14 @@ def forward_flops(network):
 
 
 def blas_description():
-    """Name, version and kernel of the OpenBLAS Theano links, if it is OpenBLAS."""
+    """Name, version and core of the OpenBLAS Theano links, if it is OpenBLAS."""
     import theano
-    try:
-        lib = ctypes.CDLL("libopenblas.so.0")
-        lib.openblas_get_config.restype = ctypes.c_char_p
-        lib.openblas_get_corename.restype = ctypes.c_char_p
-        return "{} (core {}; Theano ldflags {})".format(
-            lib.openblas_get_config().decode(), lib.openblas_get_corename().decode(),
-            theano.config.blas.ldflags)
-    except (OSError, AttributeError):
+    from convae.runtime import openblas
+    config = openblas.config()
+    if config is None:
         return "Theano ldflags: {!r}".format(theano.config.blas.ldflags)
+    return "{} (core {}; Theano ldflags {})".format(
+        config, openblas.core_name(), theano.config.blas.ldflags)
 
 
 def sgemm_gflops(threads, n=2048, rounds=5, repeats=4):
@@ -73,10 +69,8 @@ def sgemm_gflops(threads, n=2048, rounds=5, repeats=4):
     import numpy as np
     import theano
     import theano.tensor as T
-    try:
-        ctypes.CDLL("libopenblas.so.0").openblas_set_num_threads(threads)
-    except (OSError, AttributeError):
-        pass  # another BLAS: it chooses its own thread count
+    from convae.runtime import openblas
+    openblas.set_threads(threads)  # another BLAS chooses its own thread count
     rng = np.random.RandomState(0)
     a = theano.shared(rng.rand(n, n).astype("float32"))
     b = theano.shared(rng.rand(n, n).astype("float32"))
@@ -104,22 +98,24 @@ def rate(fn, batches):
 
 def measure(args):
     """In a child process: compile, time the first step, then throughput."""
+    import convae
     from convae import data, train
+    convae.runtime.enable()
     images = data.load_dataset("mnist", args.data_dir)[0]
     size = args.batch_size
     batches = [images[i * size:(i + 1) * size] for i in range(args.batches)]
-    settings = dict(seed=1, optimizer="adam", lr=1e-3, noise="none", noise_level=0.0)
+    settings = train.Settings(seed=1, optimizer="adam", lr=1e-3, noise="none",
+                              noise_level=0.0)
     compile_start = time.time()
-    network, _, train_fn, val_fn, _ = train.build_network_and_functions(
-        settings, use_cache=not args.no_function_cache)
+    run = train.compile_run(settings, use_cache=not args.no_function_cache)
     compile_s = time.time() - compile_start
-    train_fn(batches[0])
+    run.train_fn(batches[0])
     result = {"compile_s": compile_s, "first_step_done": time.time()}
     if not args.compile_only:
         result.update(
-            train_images_per_s=rate(train_fn, batches),
-            eval_images_per_s=rate(val_fn, batches),
-            forward_flops_per_image=forward_flops(network),
+            train_images_per_s=rate(run.train_fn, batches),
+            eval_images_per_s=rate(run.val_fn, batches),
+            forward_flops_per_image=forward_flops(run.network),
             sgemm_gflops=sgemm_gflops(args.threads), blas=blas_description())
     print(json.dumps(result))
 
@@ -128,7 +124,7 @@ def child(args, compiledir, compile_only, no_function_cache=False):
     """Run ``measure`` in a fresh interpreter with the thread count and compile dir set.
 
     The thread count goes to OpenMP; OpenBLAS's is left to convae (see
-    convae.fast) except for the sgemm reference, which uses all threads.
+    convae.runtime) except for the sgemm reference, which uses all threads.
     """
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     flags = [env.get("THEANO_FLAGS", ""), "base_compiledir=" + compiledir]
@@ -171,7 +167,7 @@ def main(argv=None):
         measure(args)
         return 0
 
-    from convae.theano_setup import default_flags
+    from convae.runtime.defaults import default_flags
     report = {"batch_size": args.batch_size, "threads": args.threads}
     cold_dir = tempfile.mkdtemp(prefix="convae-bench-")
     try:

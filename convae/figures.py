@@ -3,8 +3,8 @@
 Every ``*_figure`` function takes NumPy arrays and returns a
 ``matplotlib.figure.Figure`` (headless, Agg), so a notebook shows it and a
 script saves it with ``save_figure``. Images are (N, 1, 28, 28) or (N, 28, 28)
-floats in [0, 1]. ``Codec`` compiles what the figures need from a trained
-network: reconstruction, the 256-unit code, and decoding from a code.
+floats in [0, 1]. ``convae.codec.Codec`` computes what they show from a
+trained network: reconstructions, the 256-unit codes, decoded codes.
 """
 import json
 import os
@@ -13,49 +13,23 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-import convae  # noqa: F401  (Theano defaults before Theano is imported)
-import lasagne
-import theano
-import theano.tensor as T
-
-from convae.files import load_params, write_atomically
-from convae.model import build_convolutional_autoencoder
-
-WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
-SHIPPED_WEIGHTS = os.path.join(WEIGHTS_DIR, "mnist.npz")
-SHIPPED_METRICS = os.path.join(WEIGHTS_DIR, "mnist_metrics.jsonl")
-SHIPPED_DENOISING_WEIGHTS = os.path.join(WEIGHTS_DIR, "mnist_denoising.npz")
-CODE_LAYER = "auto_dense1A"
+from convae.files import write_atomically
 
 
-class Codec:
-    """A built network with compiled reconstruct, encode and decode functions.
-
-    reconstruct(x): (N, 1, 28, 28) -> (N, 1, 28, 28), dropout off.
-    encode(x): (N, 1, 28, 28) -> (N, 256) codes (the ``auto_dense1A`` output).
-    decode(z): (N, 256) -> (N, 1, 28, 28).
-    """
-
-    def __init__(self, weights=None):
-        self.input_var = T.tensor4("inputs")
-        self.network = build_convolutional_autoencoder(self.input_var)
-        if weights is not None:
-            load_params(weights, self.network)
-        code_layer = next(layer for layer in
-                          lasagne.layers.get_all_layers(self.network)
-                          if layer.name == CODE_LAYER)
-        code_var = T.matrix("code")
-        output = lasagne.layers.get_output(self.network, deterministic=True)
-        self.reconstruct = theano.function([self.input_var], output)
-        self.encode = theano.function([self.input_var], lasagne.layers.get_output(
-            code_layer, deterministic=True))
-        self.decode = theano.function([code_var], lasagne.layers.get_output(
-            self.network, {code_layer: code_var}, deterministic=True))
-
-    def first_layer_filters(self):
-        """The 32 first-layer filters, (32, 5, 5): also the decoder's last filters."""
-        conv1 = lasagne.layers.get_all_layers(self.network)[1]
-        return conv1.W.get_value()[:, 0]
+def pick_indices(labels, indices=None, n=None, seed=0):
+    """Test-set indices to show: given ones, n random ones, or the first of each class."""
+    if indices is not None:
+        bad = [i for i in indices if not 0 <= i < len(labels)]
+        if bad:
+            raise ValueError("index {} out of range: the test set has {} images "
+                             "(0 to {})".format(bad[0], len(labels), len(labels) - 1))
+        return list(indices)
+    if n is not None:
+        if not 0 < n <= len(labels):
+            raise ValueError("--n must be between 1 and {}".format(len(labels)))
+        return sorted(np.random.RandomState(seed).choice(len(labels), n,
+                                                         replace=False).tolist())
+    return [int(np.flatnonzero(labels == digit)[0]) for digit in np.unique(labels)]
 
 
 def _images(x):

@@ -1,4 +1,4 @@
-"""Files convae writes and reads: atomic writes and Lasagne-style parameter files.
+"""Files convae writes and reads: atomic writes, Lasagne-style parameter files, shipped weights.
 
 A parameter file is what Lasagne's examples save: ``np.savez(path, *values)``
 with ``values = lasagne.layers.get_all_param_values(network)``, read back with
@@ -10,6 +10,14 @@ import tempfile
 import numpy as np
 
 import lasagne
+
+
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
+# The shipped runs (see the README): parameters of the default recipe, its
+# per-epoch metrics, and parameters of a denoising run.
+SHIPPED_WEIGHTS = os.path.join(WEIGHTS_DIR, "mnist.npz")
+SHIPPED_METRICS = os.path.join(WEIGHTS_DIR, "mnist_metrics.jsonl")
+SHIPPED_DENOISING_WEIGHTS = os.path.join(WEIGHTS_DIR, "mnist_denoising.npz")
 
 
 class ParameterFileError(Exception):

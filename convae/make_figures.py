@@ -10,9 +10,10 @@ import sys
 
 import numpy as np
 
-from convae import data, figures
-from convae.reconstruct import (USER_ERRORS, common_arguments, pick_indices,
-                                weights_path, writable_path)
+import convae
+from convae import cli, data, figures
+from convae.codec import Codec
+from convae.files import SHIPPED_DENOISING_WEIGHTS, SHIPPED_METRICS
 
 
 def noisy_copies(images, level=0.3, seed=0):
@@ -26,11 +27,11 @@ def make_all(codec, X_test, y_test, metrics, denoiser, out_dir):
     written = []
 
     def save(fig, name):
-        path = writable_path(os.path.join(out_dir, name))
+        path = cli.writable_path(os.path.join(out_dir, name))
         figures.save_figure(fig, path)
         written.append(path)
 
-    shown = pick_indices(y_test)
+    shown = figures.pick_indices(y_test)
     save(figures.reconstruction_figure(
         X_test[shown], codec.reconstruct(X_test[shown]),
         ["#{} ({})".format(i, y_test[i]) for i in shown]), "reconstructions.png")
@@ -50,29 +51,30 @@ def make_all(codec, X_test, y_test, metrics, denoiser, out_dir):
     return written
 
 
+def make_figures(args):
+    """Write every figure as ``args`` asks; returns 0."""
+    convae.runtime.enable()
+    weights = cli.weights_path(args.weights)
+    denoising = cli.weights_path(args.denoising_weights)
+    metrics = figures.read_metrics(args.metrics)
+    _, _, _, _, X_test, y_test = data.load_dataset(args.dataset, args.data_dir)
+    for path in make_all(Codec(weights), X_test, y_test, metrics, Codec(denoising),
+                         args.out_dir):
+        print("wrote " + path)
+    return 0
+
+
 def main(argv=None):
     """The all-figures command; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="convae-figures",
                                      description=__doc__.split("\n")[0])
-    common_arguments(parser)
-    parser.add_argument("--metrics", default=figures.SHIPPED_METRICS,
+    cli.common_arguments(parser)
+    parser.add_argument("--metrics", default=SHIPPED_METRICS,
                         help="metrics.jsonl of the run (default: the shipped run's)")
-    parser.add_argument("--denoising-weights", default=figures.SHIPPED_DENOISING_WEIGHTS,
+    parser.add_argument("--denoising-weights", default=SHIPPED_DENOISING_WEIGHTS,
                         help="weights of a --noise gaussian run (default: shipped)")
     parser.add_argument("--out-dir", default="figures")
-    args = parser.parse_args(argv)
-    try:
-        weights = weights_path(args.weights)
-        denoising = weights_path(args.denoising_weights)
-        metrics = figures.read_metrics(args.metrics)
-        _, _, _, _, X_test, y_test = data.load_dataset(args.dataset, args.data_dir)
-        codec, denoiser = figures.Codec(weights), figures.Codec(denoising)
-        for path in make_all(codec, X_test, y_test, metrics, denoiser, args.out_dir):
-            print("wrote " + path)
-        return 0
-    except USER_ERRORS as e:
-        print("convae-figures: error: {}".format(e), file=sys.stderr)
-        return 1
+    return cli.run_command("convae-figures", lambda: make_figures(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

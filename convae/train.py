@@ -18,101 +18,99 @@ import os
 import signal
 import sys
 import time
+from dataclasses import asdict, dataclass
+from typing import NamedTuple, Optional
 
 import numpy as np
 
-import convae  # noqa: F401  (Theano defaults before Theano is imported)
+import convae
 import lasagne
 import theano
 import theano.tensor as T
 
-from convae import data, function_cache
-from convae.files import save_npz, save_params, write_atomically
+from convae import checkpoint, cli, data
+from convae.files import save_params, write_atomically
 from convae.model import build_convolutional_autoencoder
-from convae.theano_setup import fast_path_enabled
+from convae.runtime import function_cache
 
 OPTIMIZERS = ("adam", "nesterov")
 DEFAULT_LR = {"adam": 1e-3, "nesterov": 0.01}
-# Settings a resumed run must share with the run it continues.
-RUN_SETTINGS = ("dataset", "batch_size", "optimizer", "lr", "seed",
-                "limit_train", "limit_val", "noise", "noise_level")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What defines a training run; a resumed run continues with its checkpoint's.
+
+    lr: learning rate; limit_train / limit_val: use only the first N images
+    (None: all); noise: 'none', 'gaussian' (add N(0, noise_level^2), clip to
+    [0, 1]) or 'mask' (zero each pixel with probability noise_level), what
+    the network sees in training while the target stays the clean input.
+    """
+
+    dataset: str = "mnist"
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    seed: int = 1
+    limit_train: Optional[int] = None
+    limit_val: Optional[int] = None
+    noise: str = "none"
+    noise_level: float = 0.3
+
+
+# The settings that shape the compiled functions (the function cache's key).
+GRAPH_SETTINGS = ("seed", "optimizer", "lr", "noise", "noise_level")
 
 
 class TrainingError(Exception):
     """A user-facing training failure; the message is one line."""
 
 
-def training_graph(network, input_var, optimizer="adam", lr=1e-3, noise="none",
-                   noise_level=0.0):
-    """The symbolic training step and evaluations, not yet compiled.
+class CompiledRun(NamedTuple):
+    """A seeded network and its compiled functions; x is float32 (batch, 1, 28, 28).
 
-    Returns (loss, updates, val_loss, clean): the mean squared error of the
-    (possibly corrupted, see ``build_functions``) training pass, the
-    optimizer's updates (an ordered dict), and the mean squared error and
-    reconstructions with dropout off.
+    train_fn(x) -> mean squared error, after one optimizer step;
+    val_fn(x) -> mean squared error with dropout off;
+    reconstruct_fn(x) -> reconstructions with dropout off.
     """
-    target = input_var
-    seen = corrupt(input_var, noise, noise_level)
-    prediction = lasagne.layers.get_output(network, seen)
-    loss = lasagne.objectives.squared_error(prediction, target).mean()
-    params = lasagne.layers.get_all_params(network, trainable=True)
-    if optimizer == "adam":
-        updates = lasagne.updates.adam(loss, params, learning_rate=lr)
-    else:
-        updates = lasagne.updates.nesterov_momentum(
-            loss, params, learning_rate=lr, momentum=0.9)
-    clean = lasagne.layers.get_output(network, deterministic=True)
-    val_loss = lasagne.objectives.squared_error(clean, target).mean()
-    return loss, updates, val_loss, clean
+
+    network: object
+    input_var: object
+    train_fn: object
+    val_fn: object
+    reconstruct_fn: object
 
 
-def build_functions(network, input_var, optimizer="adam", lr=1e-3,
-                    noise="none", noise_level=0.0):
-    """Compile the three Theano functions the loop needs, once.
+def compile_run(settings, use_cache=True):
+    """The network of ``settings`` (seeded) and its three compiled functions.
 
-    network: output layer of ``build_convolutional_autoencoder(input_var)``.
-    noise: 'none', 'gaussian' (add N(0, noise_level^2), clip to [0, 1]) or
-    'mask' (zero each pixel with probability noise_level): corrupts what the
-    network sees in training while the target stays the clean input.
-
-    Returns train_fn(x) -> mean squared error (and one optimizer step),
-    val_fn(x) -> mean squared error with dropout off, and
-    reconstruct_fn(x) -> reconstructions with dropout off; x is float32
-    (batch, 1, 28, 28).
+    Taken from convae's function cache when a previous process compiled the
+    same (see ``convae.runtime.function_cache``), if the fast path is on and
+    ``use_cache`` is true.
     """
-    graph = training_graph(network, input_var, optimizer, lr, noise, noise_level)
-    return compile_graph(input_var, graph)
-
-
-def compile_graph(input_var, graph):
-    """train_fn, val_fn, reconstruct_fn of a ``training_graph``."""
-    loss, updates, val_loss, clean = graph
-    return (theano.function([input_var], loss, updates=updates),
-            theano.function([input_var], val_loss),
-            theano.function([input_var], clean))
-
-
-def build_network_and_functions(settings, use_cache=True):
-    """The seeded network and its compiled functions, as a training run needs them.
-
-    settings: a dict with 'seed', 'optimizer', 'lr', 'noise', 'noise_level'.
-    Returns (network, input_var, train_fn, val_fn, reconstruct_fn), exactly
-    as ``build_convolutional_autoencoder`` and ``build_functions`` would
-    give them, but taken from convae's function cache when a previous
-    process compiled the same (see ``convae.function_cache``), unless
-    ``use_cache`` is false or ``CONVAE_FAST=0``.
-    """
-    names = ("seed", "optimizer", "lr", "noise", "noise_level")
-    use_cache = use_cache and fast_path_enabled()
-    key = function_cache.cache_key({name: settings[name] for name in names})
+    use_cache = use_cache and convae.runtime.enabled()
+    key = function_cache.cache_key({name: getattr(settings, name) for name in GRAPH_SETTINGS})
     cached = function_cache.load(key) if use_cache else None
     if cached is not None:
         return cached
-    lasagne.random.set_rng(np.random.RandomState(settings["seed"]))
+    lasagne.random.set_rng(np.random.RandomState(settings.seed))
     input_var = T.tensor4("inputs")
     network = build_convolutional_autoencoder(input_var)
-    graph = training_graph(network, input_var, *(settings[name] for name in names[1:]))
-    compiled = (network, input_var) + compile_graph(input_var, graph)
+    seen = corrupt(input_var, settings.noise, settings.noise_level)
+    loss = lasagne.objectives.squared_error(
+        lasagne.layers.get_output(network, seen), input_var).mean()
+    params = lasagne.layers.get_all_params(network, trainable=True)
+    if settings.optimizer == "adam":
+        updates = lasagne.updates.adam(loss, params, learning_rate=settings.lr)
+    else:
+        updates = lasagne.updates.nesterov_momentum(
+            loss, params, learning_rate=settings.lr, momentum=0.9)
+    clean = lasagne.layers.get_output(network, deterministic=True)
+    val_loss = lasagne.objectives.squared_error(clean, input_var).mean()
+    compiled = CompiledRun(network, input_var,
+                           theano.function([input_var], loss, updates=updates),
+                           theano.function([input_var], val_loss),
+                           theano.function([input_var], clean))
     if use_cache:
         function_cache.save(key, compiled)
     return compiled
@@ -162,17 +160,17 @@ def architecture(network):
 
 
 class Run:
-    """One training run's state: compiled functions, data, RNG and metrics."""
+    """One training run's state: compiled functions, data order, position and metrics."""
 
     def __init__(self, settings, out_dir, log=print, progress=None):
         self.settings = settings
         self.out_dir = out_dir
         self.log = log
         self.progress = progress
-        self.shuffle_rng = np.random.RandomState(settings["seed"])
-        (self.network, self.input_var, self.train_fn, self.val_fn,
-         self.reconstruct_fn) = build_network_and_functions(settings)
-        self.state = self.train_fn.get_shared()
+        self.shuffle_rng = np.random.RandomState(settings.seed)
+        self.compiled = compile_run(settings)
+        self.network = self.compiled.network
+        self.state = self.compiled.train_fn.get_shared()
         self.epoch, self.batch, self.err_sum, self.metrics = 0, 0, 0.0, []
         self.epoch_rng_state = self.shuffle_rng.get_state()
 
@@ -183,47 +181,29 @@ class Run:
     def save(self):
         """Save parameters (model.npz), full state (checkpoint.npz), metrics."""
         save_params(os.path.join(self.out_dir, "model.npz"), self.network)
-        kind, keys, pos, has_gauss, gauss = self.epoch_rng_state
-        arrays = {"shared_%d" % i: var.get_value()
-                  for i, var in enumerate(self.state)}
-        arrays.update(
-            architecture=np.array(architecture(self.network)),
-            settings=np.array(json.dumps(self.settings)),
-            metrics=np.array(json.dumps(self.metrics)),
-            position=np.array([self.epoch, self.batch]),
-            err_sum=np.array(self.err_sum),
-            rng_keys=keys, rng_extra=np.array([pos, has_gauss, gauss]))
-        save_npz(self.checkpoint_path(), arrays)
+        checkpoint.save(self.checkpoint_path(), checkpoint.Checkpoint(
+            settings=asdict(self.settings), architecture=architecture(self.network),
+            state=[var.get_value() for var in self.state], metrics=self.metrics,
+            epoch=self.epoch, batch=self.batch, err_sum=self.err_sum,
+            rng_state=self.epoch_rng_state))
         lines = "".join(json.dumps(m) + "\n" for m in self.metrics)
         write_atomically(os.path.join(self.out_dir, "metrics.jsonl"),
                          lambda f: f.write(lines), mode="w")
 
-    def restore(self, path):
-        """Continue from checkpoint ``path``; TrainingError if it is not ours."""
-        try:
-            with np.load(path) as f:
-                saved = {key: f[key] for key in f.files}
-            if str(saved["architecture"]) != architecture(self.network):
-                raise TrainingError(
-                    "{}: checkpoint of another architecture".format(path))
-            if len([k for k in saved if k.startswith("shared_")]) != len(self.state):
-                raise TrainingError("{}: checkpoint of another training setup "
-                                    "(optimizer or noise)".format(path))
-            for i, var in enumerate(self.state):
-                value = saved["shared_%d" % i]
-                if np.shape(value) != np.shape(var.get_value()):
-                    raise TrainingError("{}: checkpoint of another training "
-                                        "setup".format(path))
-                var.set_value(value)
-            self.metrics = json.loads(str(saved["metrics"]))
-            self.epoch, self.batch = (int(v) for v in saved["position"])
-            self.err_sum = float(saved["err_sum"])
-            pos, has_gauss, gauss = saved["rng_extra"]
-            self.epoch_rng_state = ("MT19937", saved["rng_keys"], int(pos),
-                                    int(has_gauss), float(gauss))
-        except (OSError, ValueError, KeyError, EOFError) as e:
-            raise TrainingError("{}: corrupt or not a convae checkpoint "
-                                "({})".format(path, e))
+    def restore(self, saved):
+        """Continue from the Checkpoint ``saved``; TrainingError if it is not this run's kind."""
+        if saved.architecture != architecture(self.network):
+            raise TrainingError("{}: checkpoint of another architecture".format(saved.path))
+        if len(saved.state) != len(self.state) or any(
+                np.shape(value) != np.shape(var.get_value())
+                for value, var in zip(saved.state, self.state)):
+            raise TrainingError("{}: checkpoint of another training setup "
+                                "(optimizer or noise)".format(saved.path))
+        for value, var in zip(saved.state, self.state):
+            var.set_value(value)
+        self.metrics = saved.metrics
+        self.epoch, self.batch, self.err_sum = saved.epoch, saved.batch, saved.err_sum
+        self.epoch_rng_state = saved.rng_state
 
     # -- the loop ----------------------------------------------------------
     def train(self, X_train, X_val, epochs, stop_requested=lambda: False):
@@ -233,8 +213,9 @@ class Run:
         Raises TrainingError on a NaN or infinite loss, leaving the last
         checkpoint as it was.
         """
-        batch_size = self.settings["batch_size"]
+        batch_size = self.settings.batch_size
         n_batches = len(X_train) // batch_size
+        train_fn, val_fn = self.compiled.train_fn, self.compiled.val_fn
         while self.epoch < epochs:
             self.shuffle_rng.set_state(self.epoch_rng_state)
             order = self.shuffle_rng.permutation(len(X_train))
@@ -243,7 +224,7 @@ class Run:
             for index, batch in enumerate(batches):
                 if index < self.batch:
                     continue
-                err = float(self.train_fn(batch))
+                err = float(train_fn(batch))
                 if not np.isfinite(err):
                     raise TrainingError(
                         "training loss became {} in epoch {}, batch {}; stopped "
@@ -259,7 +240,7 @@ class Run:
                     self.save()
                     return False
             seconds = time.time() - start
-            val_err = mean_loss(self.val_fn, X_val)
+            val_err = mean_loss(val_fn, X_val)
             if not np.isfinite(val_err):
                 raise TrainingError("validation loss became {} in epoch {}; "
                                     "the last good checkpoint is intact".format(
@@ -293,13 +274,6 @@ def terminal_progress(epoch, epochs, batch, n_batches, loss):
     sys.stderr.flush()
 
 
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be a positive integer, got %s" % text)
-    return value
-
-
 def parse_args(argv=None):
     """Command-line flags of the training command."""
     p = argparse.ArgumentParser(
@@ -309,15 +283,15 @@ def parse_args(argv=None):
                    "(default: $CONVAE_DATA_DIR/<dataset> or a per-user cache; "
                    "missing files are downloaded)")
     p.add_argument("--dataset", choices=sorted(data.DATASETS), default="mnist")
-    p.add_argument("--epochs", type=positive_int, default=20)
-    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--epochs", type=cli.positive_int, default=20)
+    p.add_argument("--batch-size", type=cli.positive_int, default=128)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     p.add_argument("--lr", type=float, help="learning rate (default: 1e-3 for "
                    "adam, 0.01 for nesterov)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--limit-train", type=positive_int, metavar="N",
+    p.add_argument("--limit-train", type=cli.positive_int, metavar="N",
                    help="use only the first N training images")
-    p.add_argument("--limit-val", type=positive_int, metavar="N",
+    p.add_argument("--limit-val", type=cli.positive_int, metavar="N",
                    help="use only the first N validation images")
     p.add_argument("--noise", choices=("none", "gaussian", "mask"),
                    default="none", help="corrupt the input (denoising "
@@ -338,37 +312,42 @@ def parse_args(argv=None):
     return args
 
 
+def settings_of(args):
+    """The Settings named by the command-line flags."""
+    return Settings(dataset=args.dataset, batch_size=args.batch_size,
+                    optimizer=args.optimizer, lr=args.lr, seed=args.seed,
+                    limit_train=args.limit_train, limit_val=args.limit_val,
+                    noise=args.noise, noise_level=args.noise_level)
+
+
 def prepare_data(settings, data_dir):
     """Training, validation and test images for ``settings`` (labels dropped)."""
-    X_train, _, X_val, _, X_test, _ = data.load_dataset(
-        settings["dataset"], data_dir)
-    if settings["limit_train"]:
-        X_train = X_train[:settings["limit_train"]]
-    if settings["limit_val"]:
-        X_val = X_val[:settings["limit_val"]]
-    if len(X_train) < settings["batch_size"]:
+    X_train, _, X_val, _, X_test, _ = data.load_dataset(settings.dataset, data_dir)
+    if settings.limit_train:
+        X_train = X_train[:settings.limit_train]
+    if settings.limit_val:
+        X_val = X_val[:settings.limit_val]
+    if len(X_train) < settings.batch_size:
         raise TrainingError("{} training images do not fill one batch of {}".format(
-            len(X_train), settings["batch_size"]))
+            len(X_train), settings.batch_size))
     return X_train, X_val, X_test
 
 
 def main(argv=None):
     """The training command; returns the process exit code."""
     args = parse_args(argv)
-    settings = {key: getattr(args, key) for key in RUN_SETTINGS}
+    settings = settings_of(args)
+    convae.runtime.enable()
     try:
         os.makedirs(args.out, exist_ok=True)
-        checkpoint = os.path.join(args.out, "checkpoint.npz")
+        path = os.path.join(args.out, "checkpoint.npz")
+        saved = None
         if args.resume:
-            if not os.path.isfile(checkpoint):
-                raise TrainingError("--resume: no checkpoint at " + checkpoint)
-            try:
-                with np.load(checkpoint) as f:
-                    settings = json.loads(str(f["settings"]))
-            except (OSError, ValueError, KeyError, EOFError) as e:
-                raise TrainingError("{}: corrupt or not a convae checkpoint "
-                                    "({})".format(checkpoint, e))
-        elif os.path.exists(checkpoint):
+            if not os.path.isfile(path):
+                raise TrainingError("--resume: no checkpoint at " + path)
+            saved = checkpoint.load(path)
+            settings = Settings(**saved.settings)
+        elif os.path.exists(path):
             raise TrainingError("{} holds a run already: pass --resume to "
                                 "continue it, or choose another --out".format(args.out))
         X_train, X_val, X_test = prepare_data(settings, args.data_dir)
@@ -376,8 +355,8 @@ def main(argv=None):
               flush=True)
         run = Run(settings, args.out, progress=terminal_progress
                   if sys.stderr.isatty() else None)
-        if args.resume:
-            run.restore(checkpoint)
+        if saved is not None:
+            run.restore(saved)
             print("Resuming at epoch {}, batch {}".format(run.epoch + 1, run.batch + 1))
         interrupted = []
         previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(1))
@@ -390,15 +369,14 @@ def main(argv=None):
             print("Interrupted: state saved in {}; continue with --resume".format(
                 args.out))
             return 130
-        test_err = mean_loss(run.val_fn, X_test)
+        test_err = mean_loss(run.compiled.val_fn, X_test)
         print("Final test MSE: {:.6f}".format(test_err))
         write_atomically(os.path.join(args.out, "test.json"),
                          lambda f: f.write(json.dumps({"test_mse": test_err}) + "\n"),
                          mode="w")
         return 0
-    except (TrainingError, data.DataError, OSError) as e:
-        print("convae-train: error: {}".format(e), file=sys.stderr)
-        return 1
+    except (TrainingError, checkpoint.CheckpointError, data.DataError, OSError) as e:
+        return cli.report_error("convae-train", e)
     except KeyboardInterrupt:
         print("convae-train: interrupted before training started", file=sys.stderr)
         return 130

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-have_openblas() {  # the same places convae/theano_setup.py looks
+have_openblas() {  # the same places convae/runtime/openblas.py looks
     local f
     for f in /usr/lib/*/libopenblas.so /usr/lib/libopenblas.so \
              /usr/lib64/libopenblas.so /usr/local/lib/libopenblas.so; do

@@ -8,7 +8,11 @@ import os
 
 import pytest
 
-import convae  # noqa: F401  (sets Theano's defaults before anything imports it)
+import convae
+
+# Theano's defaults before anything imports Theano; the fast path on, as the
+# commands have it (CONVAE_FAST=0 turns it off here too).
+convae.runtime.enable()
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.environ.get("CONVAE_TEST_MNIST",

@@ -5,8 +5,8 @@ import theano
 import theano.tensor as T
 
 import lasagne
-from convae import lasagne_backport
-from convae.lasagne_backport import TransposedConv2DLayer, Upscale2DLayer
+from convae.runtime import lasagne_backport
+from convae.runtime.lasagne_backport import TransposedConv2DLayer, Upscale2DLayer
 from lasagne.layers import InputLayer, get_output
 
 import reference

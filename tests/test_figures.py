@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from convae import figures, make_figures, reconstruct
+from convae import figures, files, make_figures, reconstruct
+from convae.codec import Codec
 
 import reference
 
@@ -28,7 +29,7 @@ def codec():
     """A random (untrained) network: figures must work without training."""
     import lasagne
     lasagne.random.set_rng(np.random.RandomState(5))
-    return figures.Codec()
+    return Codec()
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_reconstruct_with_shipped_weights_matches_numpy(mnist_dir, digits, tmp_p
     per_image = [float(v) for v in re.findall(r"label \d\): MSE ([0-9.]+)", printed)]
     mean = float(re.search(r"mean MSE over 3 images: ([0-9.]+)", printed).group(1))
     X, _ = digits
-    with np.load(figures.SHIPPED_WEIGHTS) as f:
+    with np.load(files.SHIPPED_WEIGHTS) as f:
         values = [f["arr_%d" % i] for i in range(len(f.files))]
     want = ((reference.autoencoder_forward(values, X[[0, 7, 42]]) - X[[0, 7, 42]]) ** 2
             ).mean(axis=(1, 2, 3))
@@ -113,10 +114,10 @@ def pixels_of_png(path):
 
 def test_default_picks_one_of_each_class(digits):
     _, y = digits
-    shown = reconstruct.pick_indices(y)
+    shown = figures.pick_indices(y)
     assert [y[i] for i in shown] == list(range(10))
     assert all(y[j] != y[i] for i in shown for j in range(i))
-    assert reconstruct.pick_indices(y, n=5, seed=1) == reconstruct.pick_indices(y, n=5, seed=1)
+    assert figures.pick_indices(y, n=5, seed=1) == figures.pick_indices(y, n=5, seed=1)
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -147,7 +148,7 @@ def test_reconstruct_refuses_foreign_weights_and_unwritable_output(mnist_dir, tm
 
 
 def test_shipped_run_is_documented():
-    metrics = figures.read_metrics(figures.SHIPPED_METRICS)
+    metrics = figures.read_metrics(files.SHIPPED_METRICS)
     assert [m["epoch"] for m in metrics] == list(range(1, len(metrics) + 1))
     readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
     assert "{:.6f}".format(metrics[-1]["val_loss"]) in readme

@@ -1,5 +1,6 @@
 """Compiled functions kept for the next process compute what a fresh compile does."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -7,10 +8,13 @@ import numpy as np
 import pytest
 
 import lasagne
-from convae import function_cache, train
+from convae import train
+from convae.runtime import function_cache
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SETTINGS = dict(seed=7, optimizer="adam", lr=1e-3, noise="mask", noise_level=0.2)
+SETTINGS = train.Settings(seed=7, optimizer="adam", lr=1e-3, noise="mask", noise_level=0.2)
+# What the function cache is keyed by.
+GRAPH = {name: getattr(SETTINGS, name) for name in train.GRAPH_SETTINGS}
 
 
 @pytest.fixture
@@ -29,10 +33,9 @@ def batches(mnist_dir):
 
 def steps(built, batches):
     """Losses of three training steps, then validation loss, reconstructions, weights."""
-    network, _, train_fn, val_fn, reconstruct_fn = built
-    losses = [float(train_fn(batch)) for batch in batches]
-    return (losses, float(val_fn(batches[0])), reconstruct_fn(batches[0][:4]),
-            lasagne.layers.get_all_param_values(network))
+    losses = [float(built.train_fn(batch)) for batch in batches]
+    return (losses, float(built.val_fn(batches[0])), built.reconstruct_fn(batches[0][:4]),
+            lasagne.layers.get_all_param_values(built.network))
 
 
 def assert_same(a, b):
@@ -45,42 +48,52 @@ def assert_same(a, b):
 
 
 def test_cached_functions_train_bit_for_bit_like_fresh_ones(cache_dir, batches, monkeypatch):
-    fresh = train.build_network_and_functions(SETTINGS)
+    fresh = train.compile_run(SETTINGS)
     assert len(list(cache_dir.iterdir())) == 1
     fresh_results = steps(fresh, batches)
 
     def no_compiling(*args):
         raise AssertionError("compiled although the cache had the functions")
-    monkeypatch.setattr(train, "compile_graph", no_compiling)
-    cached = train.build_network_and_functions(SETTINGS)
-    assert cached[2] is not fresh[2]
+    monkeypatch.setattr(train.theano, "function", no_compiling)
+    cached = train.compile_run(SETTINGS)
+    assert cached.train_fn is not fresh.train_fn
     # Training moves the cached network's own weights, from the same start.
     assert_same(steps(cached, batches), fresh_results)
 
 
 def test_use_cache_false_compiles_and_keeps_nothing(cache_dir, batches):
-    built = train.build_network_and_functions(SETTINGS, use_cache=False)
-    assert np.isfinite(float(built[2](batches[0])))
+    built = train.compile_run(SETTINGS, use_cache=False)
+    assert np.isfinite(float(built.train_fn(batches[0])))
     assert list(cache_dir.iterdir()) == []
 
 
 def test_any_setting_or_source_change_is_another_key(monkeypatch, tmp_path):
-    key = function_cache.cache_key(SETTINGS)
-    assert function_cache.cache_key(dict(SETTINGS)) == key
+    key = function_cache.cache_key(GRAPH)
+    assert function_cache.cache_key(dict(GRAPH)) == key
     for name, value in [("seed", 8), ("lr", 2e-3), ("noise", "gaussian"),
                         ("noise_level", 0.3), ("optimizer", "nesterov")]:
-        assert function_cache.cache_key(dict(SETTINGS, **{name: value})) != key
-    (tmp_path / "model.py").write_text("changed")
-    monkeypatch.setattr(function_cache, "SOURCE_DIR", str(tmp_path))
-    assert function_cache.cache_key(SETTINGS) != key
+        assert function_cache.cache_key(dict(GRAPH, **{name: value})) != key
+    # A copy of convae's source gives the same key; any edit to a .py file or
+    # a C kernel in a subfolder gives another.
+    copy = tmp_path / "convae"
+    shutil.copytree(function_cache.SOURCE_DIR, copy,
+                    ignore=shutil.ignore_patterns("__pycache__", "weights"))
+    monkeypatch.setattr(function_cache, "SOURCE_DIR", str(copy))
+    assert function_cache.cache_key(GRAPH) == key
+    for edited in ("model.py", os.path.join("runtime", "c_code", "corr_avx2.c"),
+                   os.path.join("runtime", "c_code", "convae_ops.h")):
+        original = (copy / edited).read_text()
+        (copy / edited).write_text(original + "\n/* edited */\n")
+        assert function_cache.cache_key(GRAPH) != key, edited
+        (copy / edited).write_text(original)
 
 
 def test_damaged_entry_is_a_miss_and_gets_replaced(cache_dir, batches):
-    key = function_cache.cache_key(SETTINGS)
+    key = function_cache.cache_key(GRAPH)
     (cache_dir / (key + ".pkl")).write_bytes(b"\x80\x04 not a pickle")
     assert function_cache.load(key) is None
-    built = train.build_network_and_functions(SETTINGS)
-    assert np.isfinite(float(built[2](batches[0])))
+    built = train.compile_run(SETTINGS)
+    assert np.isfinite(float(built.train_fn(batches[0])))
     assert function_cache.load(key) is not None
 
 
@@ -99,6 +112,7 @@ import json, sys, time
 start = time.time()
 import convae, theano
 from convae import data, train
+convae.runtime.enable()
 from theano.gof import cmodule
 probes = []
 real_probe = cmodule.try_march_flag
@@ -107,15 +121,15 @@ def counting(flags):
     return real_probe(flags)
 cmodule.try_march_flag = counting
 compiled = []
-real_compile = train.compile_graph
-def compiling(*args):
+real_compile = theano.function
+def compiling(*args, **kwargs):
     compiled.append(1)
-    return real_compile(*args)
-train.compile_graph = compiling
+    return real_compile(*args, **kwargs)
+theano.function = compiling
 images = data.load_dataset("mnist", sys.argv[1])[0]
-built = train.build_network_and_functions(
-    dict(seed=11, optimizer="adam", lr=1e-3, noise="none", noise_level=0.0))
-loss = float(built[2](images[:128]))
+built = train.compile_run(
+    train.Settings(seed=11, optimizer="adam", lr=1e-3, noise="none", noise_level=0.0))
+loss = float(built.train_fn(images[:128]))
 print(json.dumps(dict(compiled=bool(compiled), probed=bool(probes), loss=loss,
                       seconds=time.time() - start)))
 """

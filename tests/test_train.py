@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import lasagne
-from convae import train
+from convae import checkpoint, train
 from convae.model import build_convolutional_autoencoder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,7 +22,7 @@ def settings(**changes):
                 seed=3, limit_train=600, limit_val=200, noise="none",
                 noise_level=0.0)
     base.update(changes)
-    return base
+    return train.Settings(**base)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def params_of(run):
 def test_short_run_lowers_validation_loss(small_data, tmp_path):
     X_train, X_val, _ = small_data
     run = train.Run(settings(), str(tmp_path), log=quiet)
-    before = train.mean_loss(run.val_fn, X_val)
+    before = train.mean_loss(run.compiled.val_fn, X_val)
     assert run.train(X_train, X_val, 3)
     losses = [m["val_loss"] for m in run.metrics]
     assert len(losses) == 3
@@ -78,7 +78,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(small_data, tmp_path):
     assert not first.train(X_train, X_val, 2, stop_requested=lambda: next(calls) == 10)
     assert (first.epoch, first.batch) == (1, 3)
     second = train.Run(settings(), str(tmp_path / "parts"), log=quiet)
-    second.restore(str(tmp_path / "parts" / "checkpoint.npz"))
+    second.restore(checkpoint.load(str(tmp_path / "parts" / "checkpoint.npz")))
     assert (second.epoch, second.batch) == (1, 3)
     assert second.train(X_train, X_val, 2)
     for a, b in zip(params_of(whole), params_of(second)):

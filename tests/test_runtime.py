@@ -1,4 +1,5 @@
-"""The fast path computes the post's function: forward and gradients."""
+"""The fast path computes the post's function (forward and gradients), and only enable() turns it on."""
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,8 @@ import theano
 import theano.tensor as T
 
 import lasagne
-from convae import data, fast
+from convae import data
+from convae.runtime.contiguous import float32_tanh
 from convae.model import build_convolutional_autoencoder
 
 import reference
@@ -26,14 +28,14 @@ def test_float32_tanh_forward_and_gradient():
     x = T.tensor4()
     w = np.random.RandomState(0).randn(3, 4, 5, 6).astype("float32")
     values = (3 * np.random.RandomState(1).randn(3, 4, 5, 6)).astype("float32")
-    cost = (w * fast.float32_tanh(x)).sum()
-    f = theano.function([x], [fast.float32_tanh(x), T.grad(cost, x)])
+    cost = (w * float32_tanh(x)).sum()
+    f = theano.function([x], [float32_tanh(x), T.grad(cost, x)])
     y, g = f(values)
     np.testing.assert_allclose(y, np.tanh(values.astype(np.float64)), rtol=2e-6, atol=2e-7)
     np.testing.assert_allclose(g, w * (1 - np.tanh(values.astype(np.float64)) ** 2),
                                rtol=1e-5, atol=1e-6)
     # A strided view goes through the same loop.
-    transposed = theano.function([x], fast.float32_tanh(x.dimshuffle(3, 1, 0, 2)))
+    transposed = theano.function([x], float32_tanh(x.dimshuffle(3, 1, 0, 2)))
     np.testing.assert_allclose(transposed(values),
                                np.tanh(values.astype(np.float64)).transpose(3, 1, 0, 2),
                                rtol=2e-6, atol=2e-7)
@@ -121,6 +123,7 @@ def test_gradients_match_numpy_finite_differences(setup):
 
 COMPILE_PROBE = """
 import convae, theano, theano.tensor as T
+convae.runtime.enable()
 from theano.gof import cc
 compiled = []
 theano_compile = cc.CLinker.compile_cmodule
@@ -155,6 +158,7 @@ def test_a_second_process_finds_every_module_in_the_cache():
 
 def test_convae_fast_0_switches_everything_off(tmp_path):
     probe = ("import convae, theano, theano.tensor as T\n"
+             "convae.runtime.enable()\n"
              "x = T.matrix()\n"
              "f = theano.function([x], T.tanh(x))\n"
              "print(theano.config.openmp, "
@@ -168,3 +172,49 @@ def test_convae_fast_0_switches_everything_off(tmp_path):
         assert done.returncode == 0, done.stderr
         outputs[setting] = done.stdout.split()
     assert outputs == {"0": ["False", "False"], "1": ["True", "True"]}
+
+
+SIDE_EFFECTS_PROBE = """
+import json, os, sys
+before = dict(os.environ)
+import {module}
+import convae, theano
+from theano.gof import COp
+from theano.gof.cc import CLinker
+from convae.runtime import openblas
+
+def state():
+    lib = openblas.library()
+    return dict(
+        changed_env=sorted(k for k in os.environ if os.environ[k] != before.get(k)),
+        theano_cache_key=CLinker.cmodule_key_.__module__.startswith("theano"),
+        theano_cop_version=COp.c_code_cache_version.__module__.startswith("theano"),
+        rewrites="convae_float32_tanh" in theano.compile.optdb.__db__,
+        blas_threads=lib.openblas_get_num_threads())
+
+imported = state()
+print(json.dumps(dict(imported=imported, enabled=convae.runtime.enable(),
+                      after=state())))
+"""
+
+
+@pytest.mark.parametrize("module", ["convae.model", "convae.data"])
+def test_import_only_sets_defaults_and_enable_switches_the_fast_path_on(module):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("THEANO_FLAGS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    env["CONVAE_FAST"] = "1"
+    done = subprocess.run([sys.executable, "-c", SIDE_EFFECTS_PROBE.format(module=module)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    imported, after = result["imported"], result["after"]
+    # Import: Theano's flags (read once, at Theano's import) and nothing else.
+    assert imported["changed_env"] == ["THEANO_FLAGS"]
+    assert imported["theano_cache_key"] and imported["theano_cop_version"]
+    assert not imported["rewrites"]
+    assert imported["blas_threads"] == os.cpu_count()
+    # enable(): the rewrites, the compile-cache fixes, one BLAS thread.
+    assert result["enabled"]
+    assert after["changed_env"] == ["THEANO_FLAGS"]
+    assert not after["theano_cache_key"] and not after["theano_cop_version"]
+    assert after["rewrites"] and after["blas_threads"] == 1

@@ -7,6 +7,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PROBE = """
 import convae, theano, theano.tensor as T, lasagne
+convae.runtime.enable()
 from convae.model import build_convolutional_autoencoder
 x = T.tensor4()
 f = theano.function([x], lasagne.layers.get_output(

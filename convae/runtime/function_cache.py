@@ -8,8 +8,9 @@ when unpickled (the Theano flag ``reoptimize_unpickled_function`` is off by
 default), so convae stores the network and its functions, pickled right
 after compiling, in Theano's compile directory (``theano.config.compiledir``;
 ``theano-cache purge`` deletes it), under a key made of everything that
-shapes the optimised graph: the training settings that enter it, convae's
-source, the Theano and Lasagne versions, the Theano flags and the CPU. With
+shapes the optimised graph: the training settings that enter it, all of convae's
+source (.py, .c and .h files, subfolders included), the Theano and Lasagne
+versions, the Theano flags and the CPU. With
 them go three things Theano works out once per process: g++'s flags for
 this CPU, whether g++ supports OpenMP, and the small function that seeds
 random streams (``rng_mrg.multMatVect``; compiling it took 0.7 s).
@@ -37,7 +38,9 @@ from convae.files import write_atomically
 RECURSION_LIMIT = 20000
 # Entries (about 7 MB each) kept: the most recently used.
 KEEP = 8
-SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
+# The source that shapes the graphs and their compiled code: all of convae.
+SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCE_SUFFIXES = (".py", ".c", ".h")
 
 
 def cpu_description():
@@ -50,14 +53,23 @@ def cpu_description():
     return "\n".join(line for line in lines if line.startswith(("model name", "flags")))
 
 
+def source_files():
+    """Every .py, .c and .h file of convae, subfolders included, in a fixed order."""
+    found = []
+    for directory, subdirectories, names in os.walk(SOURCE_DIR):
+        subdirectories.sort()
+        found.extend(os.path.join(directory, name) for name in sorted(names)
+                     if name.endswith(SOURCE_SUFFIXES))
+    return found
+
+
 def cache_key(settings):
     """A hex digest of ``settings`` (a dict of JSON-able values) and of everything
     else that shapes the optimised graph and its compiled code."""
     digest = hashlib.sha256()
-    for name in sorted(os.listdir(SOURCE_DIR)):
-        if name.endswith(".py"):
-            with open(os.path.join(SOURCE_DIR, name), "rb") as f:
-                digest.update(name.encode() + b"\0" + f.read())
+    for path in source_files():
+        with open(path, "rb") as f:
+            digest.update(os.path.relpath(path, SOURCE_DIR).encode() + b"\0" + f.read())
     config = theano.config
     context = [sorted(settings.items()), sys.version, np.__version__,
                theano.__version__, lasagne.__version__, lasagne.__file__,

@@ -4,6 +4,8 @@ Each is checked against NumPy/SciPy arithmetic (tests/reference.py) and
 against the Theano op it stands in for, on shapes of the post's network and
 on awkward ones (odd sizes, one image, a batch that does not split evenly).
 """
+import shutil
+
 import numpy as np
 import pytest
 import theano
@@ -12,8 +14,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from theano.tensor.nnet.corr import CorrMM, CorrMM_gradInputs, CorrMM_gradWeights
 from theano.tensor.signal.pool import MaxPoolGrad, Pool
 
-from convae.fastconv import BatchedCorr
-from convae.fastops import AxisSum, ChannelSum, MaxPool2x2, MaxPool2x2Grad, Repeat
+from convae.runtime.contiguous import AxisSum, ChannelSum, MaxPool2x2, MaxPool2x2Grad, Repeat
+from convae.runtime.corr import BatchedCorr
 
 import reference
 
@@ -134,3 +136,21 @@ def test_max_pool_2x2_and_gradient_match_numpy_and_theano():
         theano_pooled, theano_grad = theano_pool(x, pooled, gz)
         np.testing.assert_array_equal(pooled, theano_pooled)
         np.testing.assert_array_equal(expected, theano_grad)
+
+
+def test_an_edit_to_any_c_file_changes_the_module_cache_version(tmp_path, monkeypatch):
+    from convae.runtime import base
+    ops = {"corr": BatchedCorr("forward"), "repeat": Repeat(2, 2)}
+    versions = {name: op.c_code_cache_version() for name, op in ops.items()}
+    copy = tmp_path / "c_code"
+    shutil.copytree(base.C_CODE_DIR, copy)
+    monkeypatch.setattr(base, "C_CODE_DIR", str(copy))
+    assert {name: op.c_code_cache_version() for name, op in ops.items()} == versions
+    for edited, changes in [("corr_avx2.c", {"corr"}), ("contiguous.c", {"repeat"}),
+                            ("convae_ops.h", {"corr", "repeat"})]:
+        original = (copy / edited).read_text()
+        (copy / edited).write_text(original + "\n/* edited */\n")
+        changed = {name for name, op in ops.items()
+                   if op.c_code_cache_version() != versions[name]}
+        assert changed == changes, edited
+        (copy / edited).write_text(original)

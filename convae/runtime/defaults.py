@@ -1,11 +1,11 @@
-"""Theano defaults for convae, applied before Theano is first imported.
+"""Theano defaults for convae, applied when convae is imported, before Theano is.
 
 Theano 1.0.5 reads its configuration once, at import time, from the
 ``THEANO_FLAGS`` environment variable and the ``.theanorc`` files. convae
 needs two things there:
 
 * ``floatX=float32``: the post's network is single precision;
-* ``openmp=True`` unless ``CONVAE_FAST=0``, see ``convae.fast``;
+* ``openmp=True`` unless ``CONVAE_FAST=0`` (see ``convae.runtime.enable``);
 * ``blas.ldflags``: without it Theano 1.0.5 asks numpy's distutils for a BLAS,
   which fails on the numpy it has to run with on CPython 3.11, and without a
   linked BLAS every dot product and convolution takes a slow path. convae links
@@ -16,32 +16,16 @@ in ``THEANO_FLAGS`` or in a ``.theanorc`` file always wins, and if Theano was
 imported before convae, its configuration is left exactly as it is.
 """
 import configparser
-import glob
 import os
 import sys
 import warnings
 
-# Where Debian (and most Linux distributions) put the linkable OpenBLAS.
-_OPENBLAS_GLOBS = (
-    "/usr/lib/*/libopenblas.so",
-    "/usr/lib/libopenblas.so",
-    "/usr/lib64/libopenblas.so",
-    "/usr/local/lib/libopenblas.so",
-)
+from convae.runtime.openblas import find_openblas
 
 MISSING_BLAS_HINT = (
     "convae: no linkable OpenBLAS found (libopenblas.so); Theano will fall back "
     "to slow NumPy-based BLAS. Install it with: apt-get install libopenblas-dev"
 )
-
-
-def find_openblas():
-    """Return the path of a linkable ``libopenblas.so``, or None."""
-    for pattern in _OPENBLAS_GLOBS:
-        found = sorted(glob.glob(pattern))
-        if found:
-            return found[0]
-    return None
 
 
 def fast_path_enabled():
@@ -53,7 +37,8 @@ def default_flags():
     """The Theano flags convae wants, as a dict of 'section.option' -> value.
 
     ``openmp=True`` lets the convolutions use every core; it is part of
-    convae's fast path and left out when ``CONVAE_FAST=0`` (see convae.fast).
+    convae's fast path and left out when ``CONVAE_FAST=0``. Theano reads it
+    when an op is made, so it is set here, before Theano is imported.
     """
     blas = find_openblas()
     ldflags = "-L{} -lopenblas".format(os.path.dirname(blas)) if blas else ""

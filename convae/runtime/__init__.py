@@ -1,0 +1,58 @@
+"""The runtime that makes Theano 1.0.5 run the post's code today, and run it fast.
+
+Two steps, one automatic and one explicit:
+
+* ``prepare()``, run by ``import convae``: what must happen before Theano and
+  Lasagne are first imported, and nothing else. It sets Theano's defaults
+  (float32, a linked OpenBLAS, OpenMP; see ``defaults``), each only if the
+  user did not set it, and makes ``import lasagne`` work with Lasagne
+  master's layers on PyPI's Lasagne 0.1 (see ``lasagne_backport``).
+* ``enable()``, called by convae's commands and by a notebook user in one
+  line (``convae.runtime.enable()``): the fast path. It registers the graph
+  rewrites that swap in convae's C ops (``rewrites``, ``corr``,
+  ``contiguous``), makes Theano's compile cache hit across processes
+  (``module_cache``), runs OpenBLAS on one thread (OpenMP already splits the
+  convolutions over the cores, and OpenBLAS's own threads fought its threads
+  for them), keeps freed per-batch memory in the heap (``malloc``), and lets
+  ``convae.train`` keep compiled functions for the next process
+  (``function_cache``). None of it changes what the network computes.
+
+``CONVAE_FAST=0`` in the environment switches the fast path off, for the
+commands and for ``enable()`` alike.
+"""
+import importlib
+import os
+
+from convae.runtime import defaults
+
+_enabled = False
+
+
+def prepare():
+    """Set Theano's defaults and make ``import lasagne`` work (see the module docstring)."""
+    defaults.configure()
+    importlib.import_module("convae.runtime.lasagne_backport")  # its import is its effect
+
+
+def enable():
+    """Switch on convae's fast path in this process; returns whether it is on.
+
+    A no-op returning False if ``CONVAE_FAST=0``; calling it again does
+    nothing more. Call it before compiling the functions that should use it.
+    """
+    global _enabled
+    if _enabled or not defaults.fast_path_enabled():
+        return _enabled
+    from convae.runtime import malloc, module_cache, openblas, rewrites
+    malloc.keep_freed_memory()
+    if "OPENBLAS_NUM_THREADS" not in os.environ:
+        openblas.set_threads(1)
+    module_cache.fix()
+    rewrites.register()
+    _enabled = True
+    return True
+
+
+def enabled():
+    """True once ``enable()`` has switched the fast path on in this process."""
+    return _enabled

@@ -1,0 +1,164 @@
+/* Loops of convae's elementwise, upscaling, pooling and summing ops (see
+   convae/runtime/contiguous.py), over C-contiguous float32 data, split over
+   the cores with OpenMP once they are CONVAE_PARALLEL_MIN elements or more.
+   Compiled as C++, as all of Theano's C code. Needs convae_ops.h. */
+
+#ifdef CONVAE_VECTOR_TANHF
+/* glibc 2.35 and newer have SIMD variants of tanhf (libmvec): declaring them
+   lets gcc vectorise a loop of tanhf calls. */
+extern "C" __attribute__((__simd__("notinbranch"))) float tanhf(float) throw();
+#endif
+
+/* out[i] = tanhf(in[i]) for i < size. */
+static void convae_tanh(const float* in, float* out, npy_intp size)
+{
+    const npy_intp block = 16384;
+    #pragma omp parallel for schedule(static) if (size > CONVAE_PARALLEL_MIN)
+    for (npy_intp start = 0; start < size; start += block) {
+        const npy_intp end = start + block < size ? start + block : size;
+        for (npy_intp i = start; i < end; i++)
+            out[i] = tanhf(in[i]);
+    }
+}
+
+enum convae_activation { CONVAE_TANH, CONVAE_RELU };
+
+/* tanh(v), or rectify as Theano and Lasagne write it, to the bit. */
+template <int ACTIVATION>
+static inline float convae_activate(float v)
+{
+    return ACTIVATION == CONVAE_TANH ? tanhf(v) : 0.5f * (v + fabsf(v));
+}
+
+/* out = activation(in + bias) for in and out (n, channels, plane) and one
+   bias per channel. */
+template <int ACTIVATION>
+static void convae_bias_activation(const float* in, const float* bias, float* out,
+                                   npy_intp n, npy_intp channels, npy_intp plane)
+{
+    const npy_intp planes = n * channels;
+    if (plane == 1) {  /* (n, channels): one SIMD loop along each row */
+        for (npy_intp i = 0; i < n; i++)
+            for (npy_intp c = 0; c < channels; c++)
+                out[i * channels + c] =
+                    convae_activate<ACTIVATION>(in[i * channels + c] + bias[c]);
+        return;
+    }
+    #pragma omp parallel for schedule(static) if (planes * plane > CONVAE_PARALLEL_MIN)
+    for (npy_intp q = 0; q < planes; q++) {
+        const float shift = bias[q % channels];
+        const float* src = in + q * plane;
+        float* dst = out + q * plane;
+        for (npy_intp i = 0; i < plane; i++)
+            dst[i] = convae_activate<ACTIVATION>(src[i] + shift);
+    }
+}
+
+/* y (outer, times, inner): every y[o, t] a copy of x[o] (outer, inner). */
+static void convae_repeat(const float* x, float* y, npy_intp outer, npy_intp inner,
+                          int times)
+{
+    #pragma omp parallel for schedule(static) if (outer * inner > CONVAE_PARALLEL_MIN)
+    for (npy_intp o = 0; o < outer; o++) {
+        if (inner == 1) {
+            for (int t = 0; t < times; t++)
+                y[o * times + t] = x[o];
+            continue;
+        }
+        for (int t = 0; t < times; t++)
+            memcpy(y + (o * times + t) * inner, x + o * inner, inner * sizeof(float));
+    }
+}
+
+/* y (outer, inner) = the sum of x (outer, length, inner) over its middle axis,
+   accumulated in double. 64 sums at a time, each its own double, so that no
+   sum waits for the one before: 64 inner positions of one outer index, or
+   where there is one inner position (a repeat's gradient: sums of
+   neighbours), 64 outer indices. Block b, element j, summand t. */
+static void convae_axis_sum(const float* x, float* y, npy_intp outer, npy_intp length,
+                            npy_intp inner)
+{
+    const npy_intp per_outer = (inner + 63) / 64;
+    const npy_intp blocks = inner == 1 ? (outer + 63) / 64 : outer * per_outer;
+    #pragma omp parallel for schedule(static) if (outer * length * inner > CONVAE_PARALLEL_MIN)
+    for (npy_intp b = 0; b < blocks; b++) {
+        const npy_intp o = inner == 1 ? b * 64 : b / per_outer;
+        const npy_intp i0 = inner == 1 ? 0 : b % per_outer * 64;
+        const npy_intp left = inner == 1 ? outer - o : inner - i0;
+        const npy_intp n = left < 64 ? left : 64;
+        const npy_intp stride_j = inner == 1 ? length : 1;
+        const float* first = x + o * length * inner + i0;
+        double sums[64];
+        for (npy_intp j = 0; j < n; j++) sums[j] = 0;
+        for (npy_intp t = 0; t < length; t++)
+            for (npy_intp j = 0; j < n; j++)
+                sums[j] += first[t * inner + j * stride_j];
+        for (npy_intp j = 0; j < n; j++)
+            y[o * inner + i0 + j] = (float)sums[j];
+    }
+}
+
+/* y (channels) = the sum of x (outer, channels, inner) over all but its
+   middle axis, accumulated in double, in 8 lanes (a SIMD loop). */
+static void convae_channel_sum(const float* x, float* y, npy_intp outer,
+                               npy_intp channels, npy_intp inner)
+{
+    #pragma omp parallel for schedule(static) if (outer * channels * inner > CONVAE_PARALLEL_MIN)
+    for (npy_intp c = 0; c < channels; c++) {
+        double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (npy_intp o = 0; o < outer; o++) {
+            const float* plane = x + (o * channels + c) * inner;
+            npy_intp i = 0;
+            for (; i + 8 <= inner; i += 8)
+                for (int l = 0; l < 8; l++)
+                    lanes[l] += plane[i + l];
+            for (; i < inner; i++)
+                lanes[0] += plane[i];
+        }
+        y[c] = (float)(((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
+                       + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])));
+    }
+}
+
+/* y (planes, H/2, W/2): the maximum of each 2x2 block of x (planes, H, W);
+   an odd last row or column is dropped. */
+static void convae_max_pool_2x2(const float* x, float* y, npy_intp planes,
+                                npy_intp H, npy_intp W)
+{
+    const npy_intp oh = H / 2, ow = W / 2;
+    #pragma omp parallel for schedule(static) if (planes * H * W > CONVAE_PARALLEL_MIN)
+    for (npy_intp p = 0; p < planes; p++)
+        for (npy_intp r = 0; r < oh; r++) {
+            const float* top = x + (p * H + 2 * r) * W;
+            const float* bottom = top + W;
+            float* out = y + (p * oh + r) * ow;
+            for (npy_intp c = 0; c < ow; c++) {
+                float a = top[2 * c] > top[2 * c + 1] ? top[2 * c] : top[2 * c + 1];
+                float b = bottom[2 * c] > bottom[2 * c + 1] ? bottom[2 * c] : bottom[2 * c + 1];
+                out[c] = a > b ? a : b;
+            }
+        }
+}
+
+/* gx (planes, H, W): g (planes, H/2, W/2) goes to every x equal to its 2x2
+   block's maximum m; everything else, the dropped border included, is 0. */
+static void convae_max_pool_2x2_grad(const float* x, const float* m, const float* g,
+                                     float* gx, npy_intp planes, npy_intp H, npy_intp W)
+{
+    const npy_intp oh = H / 2, ow = W / 2;
+    #pragma omp parallel for schedule(static) if (planes * H * W > CONVAE_PARALLEL_MIN)
+    for (npy_intp p = 0; p < planes; p++) {
+        for (npy_intp r = 0; r < 2 * oh; r++) {
+            const float* xr = x + (p * H + r) * W;
+            const float* mr = m + (p * oh + r / 2) * ow;
+            const float* gr = g + (p * oh + r / 2) * ow;
+            float* out = gx + (p * H + r) * W;
+            for (npy_intp c = 0; c < ow; c++) {
+                out[2 * c] = xr[2 * c] == mr[c] ? gr[c] : 0.0f;
+                out[2 * c + 1] = xr[2 * c + 1] == mr[c] ? gr[c] : 0.0f;
+            }
+            if (W % 2) out[W - 1] = 0.0f;
+        }
+        if (H % 2) memset(gx + (p * H + H - 1) * W, 0, W * sizeof(float));
+    }
+}

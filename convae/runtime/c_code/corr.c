@@ -1,0 +1,291 @@
+/* BatchedCorr (see convae/runtime/corr.py): the three valid, stride-1 float32
+   correlations of CorrMM, by the direct kernels of corr_avx2.c where the CPU
+   and the shapes allow, else by one BLAS product per cache-sized chunk of
+   images. Shapes: bottom (N, C, H, W), weights (F, C, kh, kw), top (N, F,
+   oh, ow) with oh = H - kh + 1, ow = W - kw + 1, P = oh * ow, K = C * kh * kw.
+   Needs convae_ops.h, corr_avx2.c and Theano's BLAS header (sgemm_). */
+
+enum convae_direction {
+    CONVAE_FORWARD,       /* out = top from (a = bottom, b = weights) */
+    CONVAE_GRAD_INPUTS,   /* out = bottom from (a = weights, b = top) */
+    CONVAE_GRAD_WEIGHTS   /* out = weights' gradient from (a = bottom, b = top) */
+};
+
+/* BLAS path: each thread's unrolled chunk of images aims at this many bytes
+   (a Zen 3 core has 512 KiB of L2); a chunk is never less than one image. */
+#define CONVAE_BLAS_CHUNK_BYTES (1L << 20)
+/* Direct gradient for the weights: each thread's chunk of images (inputs and
+   transposed tops) aims at this many bytes, so it stays in L2 while the
+   kernel walks it once for every six filter taps. */
+#define CONVAE_DIRECT_CHUNK_BYTES (256L << 10)
+
+extern "C" void openblas_set_num_threads(int) __attribute__((weak));
+extern "C" int openblas_get_num_threads(void) __attribute__((weak));
+
+/* Unroll images [0, nb) of x (nb, C, H, W) into col (C*kh*kw, nb*P): row
+   (c, i, j), column (n, y, x) holds x[n, c, y+i, x+j]. */
+static void convae_im2col(const float* x, int nb, int C, int H, int W,
+                          int kh, int kw, float* col)
+{
+    const int oh = H - kh + 1, ow = W - kw + 1, P = oh * ow;
+    const long ncols = (long)nb * P;
+    for (int c = 0; c < C; c++)
+        for (int i = 0; i < kh; i++)
+            for (int j = 0; j < kw; j++) {
+                float* row = col + ((long)(c * kh + i) * kw + j) * ncols;
+                for (int n = 0; n < nb; n++) {
+                    const float* src = x + ((long)(n * C + c) * H + i) * W + j;
+                    float* dst = row + (long)n * P;
+                    for (int y = 0; y < oh; y++)
+                        memcpy(dst + y * ow, src + y * W, ow * sizeof(float));
+                }
+            }
+}
+
+/* The adjoint of convae_im2col: add col (C*kh*kw, nb*P) into x (nb, C, H, W). */
+static void convae_col2im(const float* col, int nb, int C, int H, int W,
+                          int kh, int kw, float* x)
+{
+    const int oh = H - kh + 1, ow = W - kw + 1, P = oh * ow;
+    const long ncols = (long)nb * P;
+    for (int n = 0; n < nb; n++)
+        for (int c = 0; c < C; c++) {
+            float* image = x + (long)(n * C + c) * H * W;
+            for (int i = 0; i < kh; i++)
+                for (int j = 0; j < kw; j++) {
+                    const float* src = col + ((long)(c * kh + i) * kw + j) * ncols
+                                       + (long)n * P;
+                    for (int y = 0; y < oh; y++) {
+                        float* dst = image + (y + i) * W + j;
+                        const float* s = src + y * ow;
+                        for (int x_ = 0; x_ < ow; x_++)
+                            dst[x_] += s[x_];
+                    }
+                }
+        }
+}
+
+/* (nb, F, P) -> (F, nb*P) and back. */
+static void convae_to_channel_major(const float* a, int nb, int F, int P, float* b)
+{
+    for (int n = 0; n < nb; n++)
+        for (int f = 0; f < F; f++)
+            memcpy(b + (long)f * nb * P + (long)n * P, a + ((long)n * F + f) * P,
+                   P * sizeof(float));
+}
+
+static void convae_to_image_major(const float* b, int nb, int F, int P, float* a)
+{
+    for (int n = 0; n < nb; n++)
+        for (int f = 0; f < F; f++)
+            memcpy(a + ((long)n * F + f) * P, b + (long)f * nb * P + (long)n * P,
+                   P * sizeof(float));
+}
+
+/* True where the direct kernels can run: channels in 16s (filters, or for
+   the gradient for the inputs the input channels) and AVX2 with FMA. */
+static int convae_corr_direct_fits(convae_direction direction, int C, int F)
+{
+    return (direction != CONVAE_GRAD_INPUTS ? F % 16 == 0 : C % 16 == 0)
+           && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+/* The three correlations with the direct kernels: one image per OpenMP
+   iteration for the forward correlation and the gradient for the inputs;
+   for the weights, chunks of images per thread summed into per-thread
+   gradients. Returns 0, or -1 if memory ran out. */
+static int convae_corr_direct(convae_direction direction, const float* a,
+                              const float* b, float* out,
+                              int N, int C, int H, int W, int F, int kh, int kw)
+{
+    const int P = (H - kh + 1) * (W - kw + 1), K = C * kh * kw;
+    const int threads = convae_max_threads();
+    /* Weights rearranged (forward, inputs) or per-thread sums (weights). */
+    const size_t wsize = (size_t)K * F * (direction == CONVAE_GRAD_WEIGHTS ? threads : 1);
+    float* w = (float*)calloc(wsize, sizeof(float));
+    int* kofs = (int*)malloc((size_t)K * sizeof(int));
+    if (w == NULL || kofs == NULL) { free(w); free(kofs); return -1; }
+    for (int f = 0; f < F; f++)
+        for (int c = 0; c < C; c++)
+            for (int i = 0; i < kh; i++)
+                for (int j = 0; j < kw; j++) {
+                    const int k = (c * kh + i) * kw + j;
+                    if (direction == CONVAE_FORWARD)
+                        w[(long)k * F + f] = b[(long)f * K + k];
+                    else if (direction == CONVAE_GRAD_INPUTS)
+                        w[((long)(i * kw + j) * F + f) * C + c] = a[(long)f * K + k];
+                    kofs[k] = (c * H + i) * W + j;
+                }
+    int nb = (int)(CONVAE_DIRECT_CHUNK_BYTES / (((long)C * H * W + (long)P * F) * sizeof(float)));
+    nb = nb < 1 ? 1 : nb;
+    const int steps = direction == CONVAE_GRAD_WEIGHTS ? (N + nb - 1) / nb : N;
+    int failed = 0;
+    #pragma omp parallel
+    {
+        const size_t scratch = direction == CONVAE_GRAD_INPUTS ? (size_t)H * W * C
+                             : (direction == CONVAE_GRAD_WEIGHTS ? (size_t)nb * P * F : 0);
+        float* tmp = scratch ? (float*)malloc(scratch * sizeof(float)) : NULL;
+        #pragma omp for schedule(static)
+        for (int step = 0; step < steps; step++) {
+            if (scratch && tmp == NULL) {
+                failed = 1;
+            } else if (direction == CONVAE_FORWARD) {
+                (K < 64 && P % 8 == 0 ? convae_avx2_forward_short : convae_avx2_forward)(
+                    a + (long)step * C * H * W, w, kofs, out + (long)step * F * P,
+                    C, H, W, F, kh, kw);
+            } else if (direction == CONVAE_GRAD_INPUTS) {
+                convae_avx2_grad_inputs(b + (long)step * F * P, w,
+                                        out + (long)step * C * H * W,
+                                        tmp, C, H, W, F, kh, kw);
+            } else {
+                const int n0 = step * nb, m = N - n0 < nb ? N - n0 : nb;
+                for (int n = 0; n < m; n++)
+                    for (int f = 0; f < F; f++)
+                        for (int p = 0; p < P; p++)
+                            tmp[((long)n * P + p) * F + f] = b[((long)(n0 + n) * F + f) * P + p];
+                convae_avx2_grad_weights(a + (long)n0 * C * H * W, tmp, kofs,
+                                         w + (long)convae_thread_num() * K * F,
+                                         m, C, H, W, F, kh, kw);
+            }
+        }
+        free(tmp);
+    }
+    if (direction == CONVAE_GRAD_WEIGHTS)
+        for (int f = 0; f < F; f++)
+            for (int k = 0; k < K; k++) {
+                float sum = 0;
+                for (int t = 0; t < threads; t++)
+                    sum += w[((long)t * K + k) * F + f];
+                out[(long)f * K + k] = sum;
+            }
+    free(w);
+    free(kofs);
+    return failed ? -1 : 0;
+}
+
+/* The three correlations by unrolling a chunk of images side by side for one
+   BLAS product per chunk, one chunk per OpenMP iteration; OpenBLAS runs on
+   one thread meanwhile, as each OpenMP thread calls it. Returns 0, or -1 if
+   memory ran out. */
+static int convae_corr_blas(convae_direction direction, const float* a,
+                            const float* b, float* out,
+                            int N, int C, int H, int W, int F, int kh, int kw)
+{
+    const int P = (H - kh + 1) * (W - kw + 1), K = C * kh * kw;
+    const float* bottom = direction == CONVAE_GRAD_INPUTS ? NULL : a;
+    const float* weights = direction == CONVAE_FORWARD ? b
+                         : (direction == CONVAE_GRAD_INPUTS ? a : NULL);
+    const float* top = direction == CONVAE_FORWARD ? NULL : b;
+    const int threads = convae_max_threads();
+    int nb = (int)(CONVAE_BLAS_CHUNK_BYTES / ((long)K * P * sizeof(float)));
+    if (nb < 1) nb = 1;
+    if (nb > (N + threads - 1) / threads) nb = (N + threads - 1) / threads;
+    if (nb < 1) nb = 1;
+    const int chunks = (N + nb - 1) / nb;
+    float* partial = NULL;
+    if (direction == CONVAE_GRAD_WEIGHTS) {
+        partial = (float*)calloc((size_t)threads * F * K, sizeof(float));
+        if (partial == NULL) return -1;
+    }
+    if (direction == CONVAE_GRAD_INPUTS)
+        memset(out, 0, (size_t)N * C * H * W * sizeof(float));
+    int blas_threads = openblas_get_num_threads ? openblas_get_num_threads() : 0;
+    if (openblas_set_num_threads) openblas_set_num_threads(1);
+    int failed = 0;
+    #pragma omp parallel
+    {
+        float* col = (float*)malloc((size_t)K * nb * P * sizeof(float));
+        float* fp = (float*)malloc((size_t)F * nb * P * sizeof(float));
+        const float one = 1.0f, zero = 0.0f;
+        #pragma omp for schedule(static)
+        for (int chunk = 0; chunk < chunks; chunk++) {
+            if (col == NULL || fp == NULL) {
+                failed = 1;
+                continue;
+            }
+            const int n0 = chunk * nb;
+            const int m = N - n0 < nb ? N - n0 : nb;
+            int ncols = m * P;
+            if (direction == CONVAE_FORWARD) {
+                convae_im2col(bottom + (long)n0 * C * H * W, m, C, H, W, kh, kw, col);
+                /* fp (F, ncols) = weights (F, K) . col (K, ncols) */
+                sgemm_("N", "N", &ncols, &F, &K, &one, col, &ncols,
+                       weights, &K, &zero, fp, &ncols);
+                convae_to_image_major(fp, m, F, P, out + (long)n0 * F * P);
+            } else if (direction == CONVAE_GRAD_INPUTS) {
+                convae_to_channel_major(top + (long)n0 * F * P, m, F, P, fp);
+                /* col (K, ncols) = weights^T (K, F) . fp (F, ncols) */
+                sgemm_("N", "T", &ncols, &K, &F, &one, fp, &ncols,
+                       weights, &K, &zero, col, &ncols);
+                convae_col2im(col, m, C, H, W, kh, kw, out + (long)n0 * C * H * W);
+            } else {
+                convae_im2col(bottom + (long)n0 * C * H * W, m, C, H, W, kh, kw, col);
+                convae_to_channel_major(top + (long)n0 * F * P, m, F, P, fp);
+                /* partial (F, K) += fp (F, ncols) . col^T (ncols, K) */
+                sgemm_("T", "N", &K, &F, &ncols, &one, col, &ncols,
+                       fp, &ncols, &one,
+                       partial + (long)convae_thread_num() * F * K, &K);
+            }
+        }
+        free(col);
+        free(fp);
+    }
+    if (openblas_set_num_threads) openblas_set_num_threads(blas_threads);
+    if (direction == CONVAE_GRAD_WEIGHTS) {
+        for (long k = 0; k < (long)F * K; k++) {
+            float sum = 0;
+            for (int t = 0; t < threads; t++)
+                sum += partial[(long)t * F * K + k];
+            out[k] = sum;
+        }
+        free(partial);
+    }
+    return failed ? -1 : 0;
+}
+
+/* The sizes of a correlation from its inputs' shapes ad and bd: sizes[] =
+   {N, C, H, W, F, kh, kw} and the output's shape out_dims. Returns 0, or -1
+   with a Python ValueError set if the shapes do not fit. */
+static int convae_corr_shapes(convae_direction direction, const npy_intp* ad,
+                              const npy_intp* bd, npy_intp sizes[7], npy_intp out_dims[4])
+{
+    npy_intp N, C, H, W, F, kh, kw;
+    int bad;
+    if (direction == CONVAE_FORWARD) {
+        N = ad[0]; C = ad[1]; H = ad[2]; W = ad[3];
+        F = bd[0]; kh = bd[2]; kw = bd[3];
+        bad = bd[1] != C || kh > H || kw > W;
+        out_dims[0] = N; out_dims[1] = F; out_dims[2] = H - kh + 1; out_dims[3] = W - kw + 1;
+    } else if (direction == CONVAE_GRAD_INPUTS) {
+        F = ad[0]; C = ad[1]; kh = ad[2]; kw = ad[3];
+        N = bd[0]; H = bd[2] + kh - 1; W = bd[3] + kw - 1;
+        bad = bd[1] != F;
+        out_dims[0] = N; out_dims[1] = C; out_dims[2] = H; out_dims[3] = W;
+    } else {
+        N = ad[0]; C = ad[1]; H = ad[2]; W = ad[3];
+        F = bd[1]; kh = H - bd[2] + 1; kw = W - bd[3] + 1;
+        bad = bd[0] != N || kh < 1 || kw < 1;
+        out_dims[0] = F; out_dims[1] = C; out_dims[2] = kh; out_dims[3] = kw;
+    }
+    if (bad) {
+        PyErr_Format(PyExc_ValueError,
+            "BatchedCorr: shapes (%ld, %ld, %ld, %ld) and (%ld, %ld, %ld, %ld) do not fit",
+            (long)ad[0], (long)ad[1], (long)ad[2], (long)ad[3],
+            (long)bd[0], (long)bd[1], (long)bd[2], (long)bd[3]);
+        return -1;
+    }
+    const npy_intp all[7] = {N, C, H, W, F, kh, kw};
+    memcpy(sizes, all, sizeof(all));
+    return 0;
+}
+
+/* out = the correlation in direction of a and b (C-contiguous), out shaped
+   by convae_corr_shapes. Returns 0, or -1 if memory ran out. */
+static int convae_corr(convae_direction direction, const float* a, const float* b,
+                       float* out, const npy_intp s[7])
+{
+    const int N = s[0], C = s[1], H = s[2], W = s[3], F = s[4], kh = s[5], kw = s[6];
+    if (convae_corr_direct_fits(direction, C, F))
+        return convae_corr_direct(direction, a, b, out, N, C, H, W, F, kh, kw);
+    return convae_corr_blas(direction, a, b, out, N, C, H, W, F, kh, kw);
+}

@@ -1,0 +1,199 @@
+"""The graph rewrites that put convae's ops in place of Theano's, and their registration.
+
+Each rewrite replaces a node only where convae's op computes the same thing
+(the same shapes, dtypes and settings); everything else keeps Theano's op.
+They carry the tag ``convae_fast`` in Theano's optimizer database, so
+``mode.excluding("convae_fast")`` leaves them out of one function.
+"""
+import numpy as np
+import theano
+import theano.tensor as T
+from theano.tensor.blas import ldflags
+from theano.tensor.nnet.corr import CorrMM, CorrMM_gradInputs, CorrMM_gradWeights
+from theano.tensor.signal.pool import MaxPoolGrad, Pool
+
+from convae.runtime.contiguous import (AxisSum, BiasActivation, ChannelSum,
+                                       MaxPool2x2, MaxPool2x2Grad, Repeat,
+                                       float32_tanh)
+from convae.runtime.corr import BatchedCorr
+
+TAG = "convae_fast"
+
+
+def channel_bias(var):
+    """b if var is b.dimshuffle('x', 0, 'x', ...) of a vector b, else None."""
+    owner = var.owner
+    if (owner is not None and isinstance(owner.op, T.DimShuffle)
+            and owner.inputs[0].ndim == 1
+            and owner.op.new_order == ("x", 0) + ("x",) * (var.ndim - 2)):
+        return owner.inputs[0]
+    return None
+
+
+def elemwise_node(var, scalar_op_class):
+    """The Apply node of var if var = Elemwise{scalar_op_class}(...), else None."""
+    owner = var.owner
+    if (owner is not None and isinstance(owner.op, T.Elemwise)
+            and isinstance(owner.op.scalar_op, scalar_op_class)):
+        return owner
+    return None
+
+
+def with_channel_bias(var):
+    """(x, b) if var = x + b.dimshuffle('x', 0, 'x', ...) with b float32, else None."""
+    add = elemwise_node(var, theano.scalar.Add)
+    if add is None or len(add.inputs) != 2:
+        return None
+    for value, shift in (add.inputs, add.inputs[::-1]):
+        bias = channel_bias(shift)
+        if bias is not None and value.type == var.type and bias.dtype == "float32":
+            return value, bias
+    return None
+
+
+@theano.gof.local_optimizer([T.mul])
+def local_relu_bias(node):
+    """Replace 0.5 * (s + |s|), s = x + a per-channel bias, by BiasActivation('relu')
+    where nothing else uses s. Theano may have moved a dimshuffle that adds a
+    broadcastable axis (after the channel axis) from the output onto x: it is
+    moved back."""
+    out = node.outputs[0]
+    if (elemwise_node(out, theano.scalar.Mul) is None or len(node.inputs) != 2
+            or out.dtype != "float32"):
+        return False
+    for half, total in (node.inputs, node.inputs[::-1]):
+        add = elemwise_node(total, theano.scalar.Add)
+        if (not isinstance(half, T.TensorConstant) or not np.all(half.data == 0.5)
+                or not all(half.broadcastable) or add is None or len(add.inputs) != 2):
+            continue
+        for s, absolute in (add.inputs, add.inputs[::-1]):
+            magnitude = elemwise_node(absolute, theano.scalar.Abs)
+            found = with_channel_bias(s)
+            if magnitude is None or magnitude.inputs[0] is not s or found is None \
+                    or len(s.clients) != 2:
+                continue
+            value, bias = found
+            view = value.owner
+            if (view is not None and isinstance(view.op, T.DimShuffle)
+                    and view.op.new_order[:2] == (0, 1)
+                    and [d for d in view.op.new_order if d != "x"]
+                    == list(range(view.inputs[0].ndim))):
+                result = BiasActivation("relu")(view.inputs[0], bias).dimshuffle(
+                    view.op.new_order)
+            else:
+                result = BiasActivation("relu")(value, bias)
+            if result.type == out.type:
+                return [result]
+    return False
+
+
+@theano.gof.local_optimizer([T.tanh])
+def local_float32_tanh(node):
+    """Replace Elemwise{tanh} on float32 by Float32Tanh, or by BiasActivation
+    where its input is x + a per-channel bias that nothing else uses."""
+    if not (isinstance(node.op, T.Elemwise)
+            and isinstance(node.op.scalar_op, theano.scalar.Tanh)
+            and node.inputs[0].dtype == "float32"):
+        return False
+    (x,) = node.inputs
+    found = with_channel_bias(x)
+    if found is not None and len(x.clients) == 1:
+        return [BiasActivation("tanh")(*found)]
+    return [float32_tanh(x)]
+
+
+def _is_plain(op):
+    """True for a CorrMM-family op with the post's settings: valid, stride 1, no dilation, one group."""
+    return (op.border_mode in ("valid", (0, 0)) and tuple(op.subsample) == (1, 1)
+            and tuple(op.filter_dilation) == (1, 1) and op.num_groups == 1
+            and not op.unshared)
+
+
+CORR_DIRECTIONS = {CorrMM: "forward", CorrMM_gradInputs: "grad_inputs",
+                   CorrMM_gradWeights: "grad_weights"}
+
+
+@theano.gof.local_optimizer([CorrMM, CorrMM_gradInputs, CorrMM_gradWeights])
+def local_batched_corr(node):
+    """Replace a plain float32 CorrMM, CorrMM_gradInputs or CorrMM_gradWeights by BatchedCorr."""
+    op = node.op
+    if (type(op) not in CORR_DIRECTIONS or not _is_plain(op) or not ldflags()
+            or any(v.dtype != "float32" for v in node.inputs[:2])):
+        return False
+    out = BatchedCorr(CORR_DIRECTIONS[type(op)])(node.inputs[0], node.inputs[1])
+    if out.type != node.outputs[0].type:
+        return False
+    return [out]
+
+
+def _constant(var):
+    """The value of a Theano constant as a tuple of ints, or None."""
+    if isinstance(var, T.TensorConstant):
+        return tuple(int(v) for v in var.data.ravel())
+    return None
+
+
+def _is_2x2_pool(op, ws, stride, pad):
+    return (op.mode == "max" and op.ignore_border and op.ndim == 2
+            and _constant(ws) == (2, 2) and _constant(stride) == (2, 2)
+            and _constant(pad) == (0, 0))
+
+
+@theano.gof.local_optimizer([T.Alloc, T.Sum, Pool, MaxPoolGrad])
+def local_contiguous_ops(node):
+    """Swap in Repeat, AxisSum, ChannelSum, MaxPool2x2 and MaxPool2x2Grad where
+    they compute the same."""
+    op, out = node.op, node.outputs[0]
+    if out.dtype != "float32" or any(v.dtype != "float32" for v in node.inputs[:1]):
+        return False
+    if isinstance(op, T.Alloc):
+        # repeat's Alloc: a view of x with one length-1 axis, broadcast along
+        # that axis to a constant length, every other axis as it is.
+        view = node.inputs[0]
+        if view.ndim != out.ndim or sum(view.broadcastable) != 1:
+            return False
+        axis = view.broadcastable.index(True)
+        times = _constant(node.inputs[1 + axis])
+        if times is None:
+            return False
+        x = view.dimshuffle([d for d in range(view.ndim) if d != axis])
+        new = Repeat(axis, times[0])(x)
+    elif isinstance(op, T.Sum):
+        x = node.inputs[0]
+        if op.axis is None or op.acc_dtype != "float64":
+            return False
+        if len(op.axis) == 1:
+            new = AxisSum(op.axis[0])(x)
+        elif x.ndim >= 2 and sorted(op.axis) == [0] + list(range(2, x.ndim)):
+            new = ChannelSum()(x)
+        else:
+            return False
+    elif isinstance(op, Pool):
+        if not _is_2x2_pool(op, *node.inputs[1:]):
+            return False
+        new = MaxPool2x2()(node.inputs[0])
+    elif isinstance(op, MaxPoolGrad):
+        if not _is_2x2_pool(op, *node.inputs[3:]):
+            return False
+        new = MaxPool2x2Grad()(*node.inputs[:3])
+    else:
+        return False
+    return [new] if new.type == out.type else False
+
+
+def register():
+    """Add the rewrites to Theano's optimizer database (once per process)."""
+    if "convae_float32_tanh" in theano.compile.optdb.__db__:
+        return
+    # Position 48.6: after the canonical and specialising passes, just before
+    # elementwise fusion (49) would hide tanh inside fused loops.
+    theano.compile.optdb.register(
+        "convae_float32_tanh", theano.gof.opt.in2out(local_float32_tanh, local_relu_bias),
+        48.6, "fast_run", TAG)
+    # After specialize_device (48.6), where Theano chooses CorrMM.
+    theano.compile.optdb.register(
+        "convae_batched_corr", theano.gof.opt.in2out(local_batched_corr),
+        48.65, "fast_run", TAG)
+    theano.compile.optdb.register(
+        "convae_contiguous_ops", theano.gof.opt.in2out(local_contiguous_ops),
+        48.66, "fast_run", TAG)

@@ -11,6 +11,7 @@ import theano.tensor as T
 
 import lasagne
 from convae import data
+from convae.runtime import openblas
 from convae.runtime.contiguous import float32_tanh
 from convae.model import build_convolutional_autoencoder
 
@@ -200,21 +201,27 @@ print(json.dumps(dict(imported=imported, enabled=convae.runtime.enable(),
 
 @pytest.mark.parametrize("module", ["convae.model", "convae.data"])
 def test_import_only_sets_defaults_and_enable_switches_the_fast_path_on(module):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("THEANO_FLAGS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    env = {k: v for k, v in os.environ.items() if k not in (
+        "THEANO_FLAGS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE")}
     env["CONVAE_FAST"] = "1"
+    # Before OpenBLAS loads, its core where it would run a generic one.
+    expected_env = ["THEANO_FLAGS"]
+    if openblas.core_to_force(openblas.cpu_flags(),
+                              openblas.probe_core(openblas.find_openblas())):
+        expected_env.insert(0, "OPENBLAS_CORETYPE")
     done = subprocess.run([sys.executable, "-c", SIDE_EFFECTS_PROBE.format(module=module)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     imported, after = result["imported"], result["after"]
-    # Import: Theano's flags (read once, at Theano's import) and nothing else.
-    assert imported["changed_env"] == ["THEANO_FLAGS"]
+    # Import: Theano's flags (read once, at Theano's import), OpenBLAS's core,
+    # and nothing else.
+    assert imported["changed_env"] == expected_env
     assert imported["theano_cache_key"] and imported["theano_cop_version"]
     assert not imported["rewrites"]
     assert imported["blas_threads"] == os.cpu_count()
     # enable(): the rewrites, the compile-cache fixes, one BLAS thread.
     assert result["enabled"]
-    assert after["changed_env"] == ["THEANO_FLAGS"]
+    assert after["changed_env"] == expected_env
     assert not after["theano_cache_key"] and not after["theano_cop_version"]
     assert after["rewrites"] and after["blas_threads"] == 1

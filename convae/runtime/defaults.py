@@ -2,7 +2,7 @@
 
 Theano 1.0.5 reads its configuration once, at import time, from the
 ``THEANO_FLAGS`` environment variable and the ``.theanorc`` files. convae
-needs two things there:
+needs three things there:
 
 * ``floatX=float32``: the post's network is single precision;
 * ``openmp=True`` unless ``CONVAE_FAST=0`` (see ``convae.runtime.enable``);
@@ -13,14 +13,15 @@ needs two things there:
 
 This is the only place where convae sets Theano defaults. A value the user set
 in ``THEANO_FLAGS`` or in a ``.theanorc`` file always wins, and if Theano was
-imported before convae, its configuration is left exactly as it is.
+imported before convae, its configuration is left exactly as it is. The one
+other setting that must precede loading, OpenBLAS's core, is made here too.
 """
 import configparser
 import os
 import sys
 import warnings
 
-from convae.runtime.openblas import find_openblas
+from convae.runtime.openblas import choose_core, find_openblas
 
 MISSING_BLAS_HINT = (
     "convae: no linkable OpenBLAS found (libopenblas.so); Theano will fall back "
@@ -70,8 +71,11 @@ def configure():
     """Add convae's defaults to THEANO_FLAGS for any flag the user left unset.
 
     Does nothing once Theano has been imported: its configuration is then
-    already fixed, and belongs to whoever imported it.
+    already fixed, and belongs to whoever imported it. First, OpenBLAS is
+    told its core where it would run a generic one (see
+    ``convae.runtime.openblas.choose_core``), if it is not loaded yet.
     """
+    choose_core()
     if "theano" in sys.modules:
         return
     user = _user_settings()

@@ -145,3 +145,99 @@ def test_upscale_keeps_unknown_sizes_unknown():
 def test_upscale_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         Upscale2DLayer((None, 1, 4, 4), **kwargs)
+
+
+def numpy_adam(params, grads_per_step, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8,
+               as_lasagne_01=False):
+    """Adam from the formula (Kingma and Ba), in float32 throughout, step by step:
+    the arithmetic of Lasagne master, where every "1 -" is float32. With
+    as_lasagne_01, 1 - beta1 and 1 - beta2 are rounded from double, as 0.1 does."""
+    f = np.float32
+    one_minus = (f(1 - beta1), f(1 - beta2)) if as_lasagne_01 else None
+    lr, beta1, beta2, eps, one = f(lr), f(beta1), f(beta2), f(eps), f(1)
+    one_minus = one_minus or (one - beta1, one - beta2)
+    params = [p.copy() for p in params]
+    first = [np.zeros_like(p) for p in params]
+    second = [np.zeros_like(p) for p in params]
+    t, history = f(0), []
+    for grads in grads_per_step:
+        t = t + f(1)
+        rate = lr * np.sqrt(one - beta2 ** t) / (one - beta1 ** t)
+        for i, g in enumerate(grads):
+            first[i] = beta1 * first[i] + one_minus[0] * g
+            second[i] = beta2 * second[i] + one_minus[1] * g * g
+            params[i] = params[i] - rate * first[i] / (np.sqrt(second[i]) + eps)
+        history.append([p.copy() for p in params])
+    return history
+
+
+def test_adam_is_masters_float32_arithmetic_step_for_step():
+    rng = np.random.RandomState(0)
+    start = [(0.01 * rng.randn(32, 1, 5, 5)).astype("float32"),
+             (0.01 * rng.randn(256)).astype("float32")]
+    grads_per_step = [[(0.01 * rng.randn(*p.shape)).astype("float32") for p in start]
+                      for _ in range(3)]
+    params = [theano.shared(p.copy()) for p in start]
+    grad_vars = [T.TensorType("float32", (False,) * p.ndim)() for p in start]
+    step = theano.function(grad_vars, [], updates=lasagne.updates.adam(
+        grad_vars, params, learning_rate=0.01))
+    expected = numpy_adam(start, grads_per_step)
+    lasagne_01 = numpy_adam(start, grads_per_step, as_lasagne_01=True)
+    for grads, want, other in zip(grads_per_step, expected, lasagne_01):
+        step(*grads)
+        for param, value, far in zip(params, want, other):
+            got = param.get_value()
+            assert got.dtype == np.float32
+            # Theano may fuse a multiply and an add into one FMA: a last-bit
+            # difference, far below the distance to 0.1's arithmetic.
+            last_bits = 2 * np.spacing(np.abs(value).max())
+            np.testing.assert_allclose(got, value, rtol=0, atol=last_bits)
+            assert np.abs(far - value).max() > 4 * last_bits
+    if lasagne_backport.BACKPORTED:
+        assert lasagne.updates.adam is lasagne_backport.adam
+
+
+def test_nesterov_momentum_squared_error_glorot_and_dropout_are_masters():
+    f = np.float32
+    rng = np.random.RandomState(1)
+    start = (0.1 * rng.randn(7, 5)).astype("float32")
+    grads = [(0.01 * rng.randn(7, 5)).astype("float32") for _ in range(3)]
+    param = theano.shared(start.copy())
+    g = T.fmatrix()
+    step = theano.function([g], [], updates=lasagne.updates.nesterov_momentum(
+        [g], [param], learning_rate=0.01, momentum=0.9))
+    # Master: x = momentum * velocity + (p - lr g) - p; velocity := x;
+    # p := momentum * x + (p - lr g).
+    p, velocity = start.copy(), np.zeros_like(start)
+    for grad in grads:
+        step(grad)
+        sgd = p - f(0.01) * grad
+        velocity = f(0.9) * velocity + sgd - p
+        p = f(0.9) * velocity + sgd
+        np.testing.assert_allclose(param.get_value(), p, rtol=0,
+                                   atol=2 * np.spacing(np.abs(p).max()))
+
+    a, b = T.fmatrix(), T.fmatrix()
+    x, y = rng.randn(2, 4, 6).astype("float32")
+    np.testing.assert_array_equal(
+        theano.function([a, b], lasagne.objectives.squared_error(a, b))(x, y), (x - y) ** 2)
+
+    # Glorot uniform: U(-limit, limit), limit = sqrt(3) sqrt(2 / ((n_in + n_out) field)).
+    lasagne.random.set_rng(np.random.RandomState(5))
+    W = lasagne.init.GlorotUniform().sample((32, 1, 5, 5))
+    limit = np.sqrt(3) * np.sqrt(2.0 / ((32 + 1) * 25))
+    want = np.random.RandomState(5).uniform(-limit, limit, (32, 1, 5, 5)).astype("float32")
+    np.testing.assert_array_equal(W, want)
+
+    # Dropout: zero with probability p, the rest scaled by 1 / (1 - p); off
+    # when deterministic.
+    lasagne.random.set_rng(np.random.RandomState(6))
+    v = T.fmatrix()
+    layer = lasagne.layers.dropout(InputLayer((None, 1000), input_var=v), p=0.5)
+    values = rng.uniform(0.5, 1, (20, 1000)).astype("float32")
+    out = theano.function([v], get_output(layer))(values)
+    kept = out != 0
+    np.testing.assert_array_equal(out[kept], values[kept] * f(2))
+    assert 0.48 < kept.mean() < 0.52
+    np.testing.assert_array_equal(
+        theano.function([v], get_output(layer, deterministic=True))(values), values)

@@ -12,8 +12,27 @@ layers on PyPI's Lasagne 0.1 too: import it before Theano or Lasagne.
 Nothing else happens on import; ``convae.runtime.enable()`` switches on the
 fast path, as the commands do.
 """
+import sys
+
 from convae import runtime
 
-runtime.prepare()
+
+def _one_line_for_interrupt(previous_hook):
+    """A sys.excepthook that reports a Ctrl-C in one line instead of a traceback."""
+    def excepthook(kind, value, traceback):
+        if issubclass(kind, KeyboardInterrupt):
+            sys.stderr.write("convae: interrupted while loading Theano and Lasagne\n")
+        else:
+            previous_hook(kind, value, traceback)
+    return excepthook
+
+
+try:
+    runtime.prepare()
+except KeyboardInterrupt:
+    # Ctrl-C in the half second that loading Theano takes: a command that
+    # started loading convae ends with one line, not a 50-line traceback.
+    sys.excepthook = _one_line_for_interrupt(sys.excepthook)
+    raise
 
 __version__ = "0.1.0"

@@ -31,6 +31,12 @@ import sys
 import tempfile
 import time
 
+from convae import cli
+
+# Images in MNIST's training set, less the validation set.
+TRAINING_IMAGES = 50000
+
+
 def forward_flops(network):
     """FLOPs (2 x multiply-adds) of one image through the network's linear layers."""
     import lasagne
@@ -118,6 +124,7 @@ def measure(args):
             forward_flops_per_image=forward_flops(run.network),
             sgemm_gflops=sgemm_gflops(args.threads), blas=blas_description())
     print(json.dumps(result))
+    return 0
 
 
 def child(args, compiledir, compile_only, no_function_cache=False):
@@ -141,19 +148,37 @@ def child(args, compiledir, compile_only, no_function_cache=False):
     launched = time.time()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        sys.exit("convae-bench: measurement failed:\n" + done.stderr[-2000:])
+        said = [line for line in done.stderr.splitlines() if line.strip()]
+        raise BenchError("measuring failed: " + (said[-1] if said else
+                                                 "exit code {}".format(done.returncode)))
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["first_step_s"] = result.pop("first_step_done") - launched
     return result
 
 
+class BenchError(ValueError):
+    """The benchmark cannot run or measured nonsense; the message is one line."""
+
+
+def check_data(args):
+    """Find (or download) the MNIST training files before any child starts."""
+    from convae import data
+    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+    data.dataset_files("mnist", args.data_dir, names=names)
+    if args.batch_size * args.batches > TRAINING_IMAGES:
+        raise BenchError("--batches {} of --batch-size {} need {} images; MNIST's "
+                         "training set has {}".format(args.batches, args.batch_size,
+                                                      args.batch_size * args.batches,
+                                                      TRAINING_IMAGES))
+
+
 def main(argv=None):
-    """The benchmark command; prints the results and returns 0."""
+    """The benchmark command; prints the results and returns 0 (1 on an error)."""
     parser = argparse.ArgumentParser(prog="python -m convae.bench",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--batches", type=int, default=60,
+    parser.add_argument("--batch-size", type=cli.positive_int, default=128)
+    parser.add_argument("--threads", type=cli.positive_int, default=os.cpu_count())
+    parser.add_argument("--batches", type=cli.positive_int, default=60,
                         help="batches timed for each rate")
     parser.add_argument("--data-dir", help="MNIST directory (default: as convae-train)")
     parser.add_argument("--no-cold", action="store_true",
@@ -164,10 +189,14 @@ def main(argv=None):
     parser.add_argument("--no-function-cache", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
-        measure(args)
-        return 0
+        return cli.run_command("convae-bench", lambda: measure(args))
+    return cli.run_command("convae-bench", lambda: bench(args))
 
+
+def bench(args):
+    """Measure in child processes and print the report; returns 0."""
     from convae.runtime.defaults import default_flags
+    check_data(args)
     report = {"batch_size": args.batch_size, "threads": args.threads}
     cold_dir = tempfile.mkdtemp(prefix="convae-bench-")
     try:

@@ -8,6 +8,8 @@ An ``.npz`` of
 * ``shared_0`` ... ``shared_n``: every shared variable the training function
   updates (the parameters, then the optimizer's state), in Theano's order;
 * ``metrics``: the per-epoch records so far, as JSON;
+* ``epochs``: the number of epochs the run was told to train (-1: unknown,
+  in checkpoints written before it was kept);
 * ``position``: [epoch, batch], the epochs and batches done; ``err_sum``: the
   sum of the training losses of the current epoch's batches so far;
 * ``rng_keys``, ``rng_extra``: the shuffling generator's state at the start
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convae.files import save_npz
+from convae.files import NpzFileError, npz_bytes, read_npz
 
 
 class CheckpointError(Exception):
@@ -38,11 +40,12 @@ class Checkpoint:
     batch: int
     err_sum: float
     rng_state: tuple
+    epochs: int = -1
     path: str = ""
 
 
-def save(path, checkpoint):
-    """Write ``checkpoint`` to ``path`` atomically."""
+def encode(checkpoint):
+    """The bytes of the .npz file holding ``checkpoint``."""
     _, keys, pos, has_gauss, gauss = checkpoint.rng_state
     arrays = {"shared_%d" % i: value for i, value in enumerate(checkpoint.state)}
     arrays.update(
@@ -50,26 +53,38 @@ def save(path, checkpoint):
         settings=np.array(json.dumps(checkpoint.settings)),
         metrics=np.array(json.dumps(checkpoint.metrics)),
         position=np.array([checkpoint.epoch, checkpoint.batch]),
-        err_sum=np.array(checkpoint.err_sum),
+        err_sum=np.array(checkpoint.err_sum), epochs=np.array(checkpoint.epochs),
         rng_keys=keys, rng_extra=np.array([pos, has_gauss, gauss]))
-    save_npz(path, arrays)
+    return npz_bytes(arrays)
 
 
-def load(path):
-    """The Checkpoint in ``path``; CheckpointError if it is not a readable convae checkpoint."""
+def load(path, setting_names):
+    """The Checkpoint in ``path``; CheckpointError if it is not a readable convae checkpoint.
+
+    setting_names: the names its settings must have, every one of them.
+    """
     try:
-        with np.load(path) as f:
-            saved = {key: f[key] for key in f.files}
+        saved = read_npz(path)
+    except NpzFileError as e:
+        raise CheckpointError(str(e))
+    try:
+        settings = json.loads(str(saved["settings"]))
+        missing = [name for name in setting_names if name not in settings]
+        unknown = sorted(set(settings) - set(setting_names))
+        if missing or unknown:
+            raise CheckpointError("{}: its settings {} {}".format(
+                path, "lack" if missing else "have unknown",
+                ", ".join(repr(name) for name in missing or unknown)))
         state = [saved["shared_%d" % i]
                  for i in range(sum(key.startswith("shared_") for key in saved))]
         epoch, batch = (int(v) for v in saved["position"])
         pos, has_gauss, gauss = saved["rng_extra"]
         return Checkpoint(
-            settings=json.loads(str(saved["settings"])),
-            architecture=str(saved["architecture"]),
+            settings=settings, architecture=str(saved["architecture"]),
             state=state, metrics=json.loads(str(saved["metrics"])),
             epoch=epoch, batch=batch, err_sum=float(saved["err_sum"]),
             rng_state=("MT19937", saved["rng_keys"], int(pos), int(has_gauss), float(gauss)),
-            path=path)
-    except (OSError, ValueError, KeyError, EOFError) as e:
-        raise CheckpointError("{}: corrupt or not a convae checkpoint ({})".format(path, e))
+            epochs=int(saved["epochs"]) if "epochs" in saved else -1, path=path)
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError("{}: not a convae checkpoint ({}{})".format(
+            path, "no " if isinstance(e, KeyError) else "", e))

@@ -1,21 +1,50 @@
 """What convae's commands share: flags, path checks, and the one-line error."""
 import argparse
+import math
 import os
 import sys
+import tempfile
 
 from convae import data
-from convae.files import SHIPPED_WEIGHTS, ParameterFileError
+from convae.files import SHIPPED_WEIGHTS, TEMPORARY_PREFIX, ParameterFileError
+
+# NumPy's RandomState takes seeds from 0 to 2**32 - 1.
+MAX_SEED = 2 ** 32 - 1
+
+
+class PathError(ValueError):
+    """A path given on the command line cannot be used; the message is one line."""
+
 
 # What the figure commands report as a one-line error rather than a traceback.
 USER_ERRORS = (ValueError, data.DataError, ParameterFileError, OSError)
 
 
+def _number(text, convert, acceptable, wanted):
+    """argparse type helper: convert(text) if it converts and is acceptable."""
+    try:
+        value = convert(text)
+    except ValueError:
+        value = None
+    if value is None or not acceptable(value):
+        raise argparse.ArgumentTypeError("must be {}, got {!r}".format(wanted, text))
+    return value
+
+
 def positive_int(text):
     """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be a positive integer, got %s" % text)
-    return value
+    return _number(text, int, lambda v: v >= 1, "a positive integer")
+
+
+def positive_float(text):
+    """argparse type: a finite number > 0."""
+    return _number(text, float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+
+
+def seed(text):
+    """argparse type: a random seed, an integer from 0 to 2**32 - 1."""
+    return _number(text, int, lambda v: 0 <= v <= MAX_SEED,
+                   "an integer from 0 to {}".format(MAX_SEED))
 
 
 def common_arguments(parser):
@@ -38,21 +67,41 @@ def weights_path(path):
     return path
 
 
-def writable_path(path):
-    """Create path's directory if needed; ValueError if it cannot be written."""
-    directory = os.path.dirname(os.path.abspath(path))
+def writable_directory(directory, flag):
+    """Create ``directory`` if needed and make sure a file can be written in it.
+
+    Tries it, as root may not be stopped by permission bits while a read-only
+    file system stops everyone. PathError, naming the flag, if not.
+    """
     try:
         os.makedirs(directory, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=directory)
+        os.close(fd)
+        os.remove(probe)
     except OSError as e:
-        raise ValueError("cannot create {}: {}".format(directory, e.strerror))
-    if not os.access(directory, os.W_OK) or os.path.isdir(path):
-        raise ValueError("cannot write {}".format(path))
+        raise PathError("{} {}: cannot write there ({})".format(
+            flag, directory, e.strerror or e))
+    return directory
+
+
+def writable_path(path):
+    """Create path's directory if needed; PathError if ``path`` cannot be written."""
+    if os.path.isdir(path):
+        raise PathError("cannot write {}: it is a directory".format(path))
+    writable_directory(os.path.dirname(os.path.abspath(path)), "directory")
     return path
 
 
+def describe(error):
+    """One line for an error: an OSError as its message and file, anything else as str()."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror + (": {}".format(error.filename) if error.filename else "")
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
 def report_error(prog, error):
-    """Print ``prog: error: <error>`` on stderr; returns the exit code 1."""
-    print("{}: error: {}".format(prog, error), file=sys.stderr)
+    """Print ``prog: error: <error>`` on stderr in one line; returns the exit code 1."""
+    print("{}: error: {}".format(prog, describe(error)), file=sys.stderr)
     return 1
 
 

@@ -27,6 +27,8 @@ import zlib
 
 import numpy as np
 
+from convae.files import plain_file_mode
+
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
@@ -186,6 +188,7 @@ def download(dataset, name, directory, mirrors=None, timeout=60):
         fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".part",
                                    dir=directory)
         try:
+            os.chmod(tmp, plain_file_mode())  # as any file the user downloads, not 0600
             with os.fdopen(fd, "wb") as out, \
                     urllib.request.urlopen(url, timeout=timeout) as response:
                 length = response.headers.get("Content-Length")
@@ -208,8 +211,8 @@ def download(dataset, name, directory, mirrors=None, timeout=60):
     raise DataError("could not download {}: {}".format(name, "; ".join(failures)))
 
 
-def dataset_files(dataset="mnist", data_dir=None, fetch=True):
-    """Paths of the four verified files of ``dataset``, downloading missing ones.
+def dataset_files(dataset="mnist", data_dir=None, fetch=True, names=FILES):
+    """Paths of the verified files ``names`` of ``dataset``, downloading missing ones.
 
     Returns a dict name -> path (keys as in ``FILES``). Raises DataError.
     """
@@ -218,7 +221,7 @@ def dataset_files(dataset="mnist", data_dir=None, fetch=True):
             dataset, ", ".join(sorted(DATASETS))))
     directory = data_dir or default_data_dir(dataset)
     paths = {}
-    for name in FILES:
+    for name in names:
         path = _locate(directory, name)
         if path is None:
             if not fetch:
@@ -242,6 +245,15 @@ def _images_and_labels(paths, images, labels):
     # Straight to float32: a float32 temporary and a copy of it would touch
     # twice the memory (188 MB more for MNIST's training set).
     return np.divide(x[:, None, :, :], np.float32(256), dtype=np.float32), y
+
+
+def load_test_set(dataset="mnist", data_dir=None, fetch=True):
+    """The test set alone, as ``load_dataset`` gives it: X_test, y_test.
+
+    Only the two t10k files are looked for (and downloaded if missing).
+    """
+    names = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    return _images_and_labels(dataset_files(dataset, data_dir, fetch, names), *names)
 
 
 def load_dataset(dataset="mnist", data_dir=None, fetch=True):

@@ -15,6 +15,9 @@ from matplotlib.ticker import MaxNLocator
 
 from convae.files import write_atomically
 
+# What each line of a metrics.jsonl file holds (among others).
+METRIC_KEYS = frozenset(("epoch", "train_loss", "val_loss"))
+
 
 def pick_indices(labels, indices=None, n=None, seed=0):
     """Test-set indices to show: given ones, n random ones, or the first of each class."""
@@ -151,6 +154,28 @@ def save_figure(fig, path):
 
 
 def read_metrics(path):
-    """Read a metrics.jsonl file into a list of dicts."""
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """Read a metrics.jsonl file (one JSON object per epoch) into a list of dicts.
+
+    ValueError, naming the file and line, if it is not one: unreadable text,
+    a line that is not JSON, or a record without epoch, train_loss, val_loss.
+    """
+    records = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError:
+        raise ValueError("{}: not a metrics.jsonl file (not UTF-8 text)".format(path))
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as e:
+            raise ValueError("{}, line {}: not JSON ({})".format(path, number, e))
+        if not isinstance(record, dict) or not METRIC_KEYS <= set(record):
+            raise ValueError("{}, line {}: a metrics record has {}".format(
+                path, number, ", ".join(sorted(METRIC_KEYS))))
+        records.append(record)
+    if not records:
+        raise ValueError("{}: no metrics in it".format(path))
+    return records

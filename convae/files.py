@@ -3,14 +3,19 @@
 A parameter file is what Lasagne's examples save: ``np.savez(path, *values)``
 with ``values = lasagne.layers.get_all_param_values(network)``, read back with
 ``np.load`` into ``arr_0 .. arr_n``.
+
+Every file is written to a temporary name beside it (``.tmp-*``) and renamed
+into place, so a reader sees the old content or the new, never half of it;
+files that belong together are all written before any is renamed.
 """
+import glob
+import io
 import os
 import tempfile
 
 import numpy as np
 
 import lasagne
-
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 # The shipped runs (see the README): parameters of the default recipe, its
@@ -19,43 +24,112 @@ SHIPPED_WEIGHTS = os.path.join(WEIGHTS_DIR, "mnist.npz")
 SHIPPED_METRICS = os.path.join(WEIGHTS_DIR, "mnist_metrics.jsonl")
 SHIPPED_DENOISING_WEIGHTS = os.path.join(WEIGHTS_DIR, "mnist_denoising.npz")
 
+TEMPORARY_PREFIX = ".tmp-"
+# How every .npz (a zip file) begins.
+ZIP_MAGIC = b"PK\x03\x04"
+
 
 class ParameterFileError(Exception):
     """A parameter file is missing, unreadable or for another network (one line)."""
 
 
-def write_atomically(path, write, mode="wb"):
-    """Call ``write(f)`` on a temporary file beside ``path``, then rename it into place.
+class NpzFileError(ValueError):
+    """An .npz file cannot be read; the message is one line naming it."""
 
-    A reader never sees a half-written ``path``: it has the old content or the new.
-    The file gets the permissions a plain ``open`` would give it (0666 less the
-    umask), not mkstemp's private 0600.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+
+def plain_file_mode():
+    """The permissions ``open`` gives a new file: 0666 less the umask."""
     umask = os.umask(0)
     os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_files_atomically(writers):
+    """Write several files so that none is replaced unless all were written.
+
+    writers: (path, write, mode) triples; ``write(f)`` fills a temporary file
+    beside ``path`` opened with ``mode`` ('wb' or 'w'). Only once every
+    temporary file is written and flushed to disk are they renamed into place,
+    in the given order. On any error the temporary files are removed, the old
+    files stay as they were, and an OSError naming the file is raised. The
+    files get plain permissions (0666 less the umask), not mkstemp's 0600.
+    """
+    mode_bits = plain_file_mode()
+    pending = []
     try:
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        for path, write, mode in writers:
+            directory = os.path.dirname(os.path.abspath(path))
+            fd, tmp = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=directory)
+            pending.append((tmp, path))
+            try:
+                os.chmod(tmp, mode_bits)
+                with os.fdopen(fd, mode) as f:
+                    write(f)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:
+                message = "cannot write {}: {}".format(path, e.strerror or e)
+                raise (OSError(e.errno, message) if e.errno else OSError(message)) from e
+        for tmp, path in pending:
+            os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        for tmp, _ in pending:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def write_atomically(path, write, mode="wb"):
+    """Call ``write(f)`` on a temporary file beside ``path``, then rename it into place."""
+    write_files_atomically([(path, write, mode)])
+
+
+def remove_temporaries(directory):
+    """Delete the temporary files an interrupted write left in ``directory``."""
+    for path in glob.glob(os.path.join(glob.escape(directory), TEMPORARY_PREFIX + "*")):
+        os.remove(path)
+
+
+def npz_bytes(arrays):
+    """The bytes of an .npz file holding a dict of arrays (built in memory, so
+    that a failing disk write leaves no half-closed zip file behind)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
 
 
 def save_npz(path, arrays):
     """Write a dict of arrays to ``path`` (.npz) atomically."""
-    write_atomically(path, lambda f: np.savez(f, **arrays))
+    data = npz_bytes(arrays)
+    write_atomically(path, lambda f: f.write(data))
+
+
+def read_npz(path):
+    """All arrays of the .npz file ``path``, as a dict; NpzFileError if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+                raise NpzFileError("{}: not an .npz file".format(path))
+            f.seek(0)
+            with np.load(f) as npz:
+                return {key: npz[key] for key in npz.files}
+    except NpzFileError:
+        raise
+    except OSError as e:
+        raise NpzFileError("{}: cannot be read ({})".format(path, e.strerror or e))
+    except Exception as e:  # a truncated or corrupt zip fails in many ways
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise NpzFileError("{}: not a readable .npz file ({})".format(path, reason))
+
+
+def param_values(network):
+    """The network's parameter values as the ``arr_0 .. arr_n`` of a parameter file."""
+    values = lasagne.layers.get_all_param_values(network)
+    return {"arr_%d" % i: v for i, v in enumerate(values)}
 
 
 def save_params(path, network):
     """Save the network's parameters as ``arr_0 .. arr_n``, atomically."""
-    values = lasagne.layers.get_all_param_values(network)
-    save_npz(path, {"arr_%d" % i: v for i, v in enumerate(values)})
+    save_npz(path, param_values(network))
 
 
 def load_params(path, network):
@@ -65,11 +139,11 @@ def load_params(path, network):
     parameters of another architecture.
     """
     try:
-        with np.load(path) as f:
-            values = [f["arr_%d" % i] for i in range(len(f.files))]
-    except (OSError, ValueError, KeyError, EOFError) as e:
-        raise ParameterFileError(
-            "{}: not a readable parameter file ({})".format(path, e))
+        saved = read_npz(path)
+        values = [saved["arr_%d" % i] for i in range(len(saved))]
+    except (NpzFileError, KeyError) as e:
+        raise ParameterFileError(str(e) if isinstance(e, NpzFileError) else
+                                 "{}: not a parameter file (no {})".format(path, e))
     shapes = [p.get_value().shape for p in lasagne.layers.get_all_params(network)]
     if [v.shape for v in values] != shapes:
         raise ParameterFileError(

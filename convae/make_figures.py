@@ -57,7 +57,7 @@ def make_figures(args):
     weights = cli.weights_path(args.weights)
     denoising = cli.weights_path(args.denoising_weights)
     metrics = figures.read_metrics(args.metrics)
-    _, _, _, _, X_test, y_test = data.load_dataset(args.dataset, args.data_dir)
+    X_test, y_test = data.load_test_set(args.dataset, args.data_dir)
     for path in make_all(Codec(weights), X_test, y_test, metrics, Codec(denoising),
                          args.out_dir):
         print("wrote " + path)

@@ -26,11 +26,15 @@ def squared_errors(originals, reconstructions):
 
 
 def parse_indices(text):
-    """argparse type: comma-separated test-set indices."""
+    """argparse type: comma-separated test-set indices, at least one."""
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        indices = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError("expected comma-separated integers, got " + text)
+        indices = []
+    if not indices:
+        raise argparse.ArgumentTypeError(
+            "expected comma-separated integers such as 0,7,42, got {!r}".format(text))
+    return indices
 
 
 def reconstruct(args):
@@ -38,7 +42,7 @@ def reconstruct(args):
     convae.runtime.enable()
     out = cli.writable_path(args.out)
     weights = cli.weights_path(args.weights)
-    _, _, _, _, X_test, y_test = data.load_dataset(args.dataset, args.data_dir)
+    X_test, y_test = data.load_test_set(args.dataset, args.data_dir)
     indices = pick_indices(y_test, args.indices, args.n, args.seed)
     originals = X_test[indices]
     reconstructions = Codec(weights).reconstruct(originals)
@@ -58,8 +62,8 @@ def main(argv=None):
     cli.common_arguments(parser)
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--indices", type=parse_indices, help="test-set indices, e.g. 0,7,42")
-    choice.add_argument("--n", type=int, help="this many random test digits")
-    parser.add_argument("--seed", type=int, default=0, help="seed for --n")
+    choice.add_argument("--n", type=cli.positive_int, help="this many random test digits")
+    parser.add_argument("--seed", type=cli.seed, default=0, help="seed for --n")
     parser.add_argument("--out", default=os.path.join("figures", "reconstructions.png"))
     return cli.run_command("convae-reconstruct", lambda: reconstruct(parser.parse_args(argv)))
 

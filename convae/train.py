@@ -8,9 +8,11 @@ Every epoch ends with one line like Lasagne's MNIST example (time, images/s,
 training and validation loss), a line in ``OUT/metrics.jsonl``, the
 parameters in ``OUT/model.npz`` (plain ``np.load`` +
 ``lasagne.layers.set_all_param_values``) and everything needed to resume in
-``OUT/checkpoint.npz``. Files are written atomically; a NaN or infinite loss
-stops training without touching the last good checkpoint; Ctrl-C saves where it
-is and exits, and ``--resume`` continues exactly from there.
+``OUT/checkpoint.npz``. The three are written together (all or none of
+them), atomically; a NaN or infinite loss stops training without touching
+the last good checkpoint; Ctrl-C saves where it is and exits, and
+``--resume`` continues exactly from there, with the same settings (a new
+``--epochs`` or ``--lr`` applies from there on; any other change is refused).
 """
 import argparse
 import json
@@ -18,7 +20,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -29,12 +31,13 @@ import theano
 import theano.tensor as T
 
 from convae import checkpoint, cli, data
-from convae.files import save_params, write_atomically
+from convae import files
 from convae.model import build_convolutional_autoencoder
 from convae.runtime import function_cache
 
 OPTIMIZERS = ("adam", "nesterov")
 DEFAULT_LR = {"adam": 1e-3, "nesterov": 0.01}
+DEFAULT_EPOCHS = 20
 
 
 @dataclass(frozen=True)
@@ -58,8 +61,11 @@ class Settings:
     noise_level: float = 0.3
 
 
-# The settings that shape the compiled functions (the function cache's key).
-GRAPH_SETTINGS = ("seed", "optimizer", "lr", "noise", "noise_level")
+# The settings that shape the compiled functions (the function cache's key;
+# the learning rate is a shared variable in them).
+GRAPH_SETTINGS = ("seed", "optimizer", "noise", "noise_level")
+# What a resumed run may change; every other setting must stay as it was.
+CHANGEABLE_ON_RESUME = ("lr",)
 
 
 class TrainingError(Exception):
@@ -71,7 +77,8 @@ class CompiledRun(NamedTuple):
 
     train_fn(x) -> mean squared error, after one optimizer step;
     val_fn(x) -> mean squared error with dropout off;
-    reconstruct_fn(x) -> reconstructions with dropout off.
+    reconstruct_fn(x) -> reconstructions with dropout off;
+    learning_rate: the shared float32 learning rate the step uses.
     """
 
     network: object
@@ -79,6 +86,7 @@ class CompiledRun(NamedTuple):
     train_fn: object
     val_fn: object
     reconstruct_fn: object
+    learning_rate: object
 
 
 def compile_run(settings, use_cache=True):
@@ -90,29 +98,30 @@ def compile_run(settings, use_cache=True):
     """
     use_cache = use_cache and convae.runtime.enabled()
     key = function_cache.cache_key({name: getattr(settings, name) for name in GRAPH_SETTINGS})
-    cached = function_cache.load(key) if use_cache else None
-    if cached is not None:
-        return cached
-    lasagne.random.set_rng(np.random.RandomState(settings.seed))
-    input_var = T.tensor4("inputs")
-    network = build_convolutional_autoencoder(input_var)
-    seen = corrupt(input_var, settings.noise, settings.noise_level)
-    loss = lasagne.objectives.squared_error(
-        lasagne.layers.get_output(network, seen), input_var).mean()
-    params = lasagne.layers.get_all_params(network, trainable=True)
-    if settings.optimizer == "adam":
-        updates = lasagne.updates.adam(loss, params, learning_rate=settings.lr)
-    else:
-        updates = lasagne.updates.nesterov_momentum(
-            loss, params, learning_rate=settings.lr, momentum=0.9)
-    clean = lasagne.layers.get_output(network, deterministic=True)
-    val_loss = lasagne.objectives.squared_error(clean, input_var).mean()
-    compiled = CompiledRun(network, input_var,
-                           theano.function([input_var], loss, updates=updates),
-                           theano.function([input_var], val_loss),
-                           theano.function([input_var], clean))
-    if use_cache:
-        function_cache.save(key, compiled)
+    compiled = function_cache.load(key) if use_cache else None
+    if compiled is None:
+        lasagne.random.set_rng(np.random.RandomState(settings.seed))
+        input_var = T.tensor4("inputs")
+        network = build_convolutional_autoencoder(input_var)
+        seen = corrupt(input_var, settings.noise, settings.noise_level)
+        loss = lasagne.objectives.squared_error(
+            lasagne.layers.get_output(network, seen), input_var).mean()
+        params = lasagne.layers.get_all_params(network, trainable=True)
+        learning_rate = theano.shared(np.float32(settings.lr), name="learning_rate")
+        if settings.optimizer == "adam":
+            updates = lasagne.updates.adam(loss, params, learning_rate=learning_rate)
+        else:
+            updates = lasagne.updates.nesterov_momentum(
+                loss, params, learning_rate=learning_rate, momentum=0.9)
+        clean = lasagne.layers.get_output(network, deterministic=True)
+        val_loss = lasagne.objectives.squared_error(clean, input_var).mean()
+        compiled = CompiledRun(network, input_var,
+                               theano.function([input_var], loss, updates=updates),
+                               theano.function([input_var], val_loss),
+                               theano.function([input_var], clean), learning_rate)
+        if use_cache:
+            function_cache.save(key, compiled)
+    compiled.learning_rate.set_value(np.float32(settings.lr))
     return compiled
 
 
@@ -170,25 +179,34 @@ class Run:
         self.shuffle_rng = np.random.RandomState(settings.seed)
         self.compiled = compile_run(settings)
         self.network = self.compiled.network
-        self.state = self.compiled.train_fn.get_shared()
+        # What a checkpoint keeps: parameters and optimizer state (the
+        # learning rate is a setting).
+        self.state = [var for var in self.compiled.train_fn.get_shared()
+                      if var is not self.compiled.learning_rate]
         self.epoch, self.batch, self.err_sum, self.metrics = 0, 0, 0.0, []
+        self.epochs = -1
         self.epoch_rng_state = self.shuffle_rng.get_state()
+        self.dead_reported = False
 
     # -- checkpoints -------------------------------------------------------
-    def checkpoint_path(self):
-        return os.path.join(self.out_dir, "checkpoint.npz")
+    def path(self, name):
+        """The path of ``name`` in the run's directory."""
+        return os.path.join(self.out_dir, name)
 
     def save(self):
-        """Save parameters (model.npz), full state (checkpoint.npz), metrics."""
-        save_params(os.path.join(self.out_dir, "model.npz"), self.network)
-        checkpoint.save(self.checkpoint_path(), checkpoint.Checkpoint(
+        """Save parameters (model.npz), full state (checkpoint.npz) and metrics,
+        all three or none of them."""
+        state = checkpoint.encode(checkpoint.Checkpoint(
             settings=asdict(self.settings), architecture=architecture(self.network),
             state=[var.get_value() for var in self.state], metrics=self.metrics,
             epoch=self.epoch, batch=self.batch, err_sum=self.err_sum,
-            rng_state=self.epoch_rng_state))
+            rng_state=self.epoch_rng_state, epochs=self.epochs))
+        params = files.npz_bytes(files.param_values(self.network))
         lines = "".join(json.dumps(m) + "\n" for m in self.metrics)
-        write_atomically(os.path.join(self.out_dir, "metrics.jsonl"),
-                         lambda f: f.write(lines), mode="w")
+        files.write_files_atomically([
+            (self.path("checkpoint.npz"), lambda f: f.write(state), "wb"),
+            (self.path("model.npz"), lambda f: f.write(params), "wb"),
+            (self.path("metrics.jsonl"), lambda f: f.write(lines), "w")])
 
     def restore(self, saved):
         """Continue from the Checkpoint ``saved``; TrainingError if it is not this run's kind."""
@@ -203,7 +221,14 @@ class Run:
             var.set_value(value)
         self.metrics = saved.metrics
         self.epoch, self.batch, self.err_sum = saved.epoch, saved.batch, saved.err_sum
+        self.epochs = saved.epochs
         self.epoch_rng_state = saved.rng_state
+
+    def last_good_checkpoint(self):
+        """How a failure message speaks of what is saved."""
+        if os.path.exists(self.path("checkpoint.npz")):
+            return "the last good checkpoint in {} is intact".format(self.out_dir)
+        return "no checkpoint was saved yet"
 
     # -- the loop ----------------------------------------------------------
     def train(self, X_train, X_val, epochs, stop_requested=lambda: False):
@@ -213,6 +238,7 @@ class Run:
         Raises TrainingError on a NaN or infinite loss, leaving the last
         checkpoint as it was.
         """
+        self.epochs = epochs
         batch_size = self.settings.batch_size
         n_batches = len(X_train) // batch_size
         train_fn, val_fn = self.compiled.train_fn, self.compiled.val_fn
@@ -228,9 +254,8 @@ class Run:
                 if not np.isfinite(err):
                     raise TrainingError(
                         "training loss became {} in epoch {}, batch {}; stopped "
-                        "without saving: the last good checkpoint in {} is "
-                        "intact (try a lower --lr)".format(
-                            err, self.epoch + 1, index + 1, self.out_dir))
+                        "without saving: {} (try a lower --lr)".format(
+                            err, self.epoch + 1, index + 1, self.last_good_checkpoint()))
                 self.err_sum += err
                 self.batch = index + 1
                 if self.progress:
@@ -242,9 +267,8 @@ class Run:
             seconds = time.time() - start
             val_err = mean_loss(val_fn, X_val)
             if not np.isfinite(val_err):
-                raise TrainingError("validation loss became {} in epoch {}; "
-                                    "the last good checkpoint is intact".format(
-                                        val_err, self.epoch + 1))
+                raise TrainingError("validation loss became {} in epoch {}; {}".format(
+                    val_err, self.epoch + 1, self.last_good_checkpoint()))
             images_per_s = (self.batch - first) * batch_size / max(seconds, 1e-9)
             self.metrics.append(dict(
                 epoch=self.epoch + 1, seconds=round(seconds, 3),
@@ -254,12 +278,28 @@ class Run:
                      "loss {:.6f}, validation loss {:.6f}".format(
                          self.epoch + 1, epochs, seconds, images_per_s,
                          self.err_sum / n_batches, val_err))
+            self.report_dead_network(X_val)
             self.epoch, self.batch, self.err_sum = self.epoch + 1, 0, 0.0
             self.epoch_rng_state = self.shuffle_rng.get_state()
             self.save()
             if stop_requested() and self.epoch < epochs:
                 return False
         return True
+
+    def report_dead_network(self, X_val, images=100):
+        """Say so, once, if the network gives every input the same reconstruction.
+
+        That is what too large a learning rate leaves: every unit of a layer
+        saturated or dead, no gradient left to bring them back.
+        """
+        if self.dead_reported or len(X_val) < 2:
+            return
+        outputs = self.compiled.reconstruct_fn(X_val[:images])
+        if np.all(outputs == outputs[:1]):
+            self.dead_reported = True
+            self.log("Warning: the network now gives every input the same "
+                     "reconstruction: its units have died and training cannot revive "
+                     "them (lr {:g}); start again with a lower --lr".format(self.settings.lr))
 
 
 def terminal_progress(epoch, epochs, batch, n_batches, loss):
@@ -275,49 +315,94 @@ def terminal_progress(epoch, epochs, batch, n_batches, loss):
 
 
 def parse_args(argv=None):
-    """Command-line flags of the training command."""
+    """Command-line flags of the training command.
+
+    A setting not given on the command line is None here: a new run takes
+    its default (``new_settings``), a resumed run its checkpoint's.
+    """
     p = argparse.ArgumentParser(
         prog="convae-train",
         description="Train the post's convolutional autoencoder.")
     p.add_argument("--data-dir", help="directory with the four IDX files "
                    "(default: $CONVAE_DATA_DIR/<dataset> or a per-user cache; "
                    "missing files are downloaded)")
-    p.add_argument("--dataset", choices=sorted(data.DATASETS), default="mnist")
-    p.add_argument("--epochs", type=cli.positive_int, default=20)
-    p.add_argument("--batch-size", type=cli.positive_int, default=128)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    p.add_argument("--lr", type=float, help="learning rate (default: 1e-3 for "
-                   "adam, 0.01 for nesterov)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--dataset", choices=sorted(data.DATASETS),
+                   help="default: mnist")
+    p.add_argument("--epochs", type=cli.positive_int,
+                   help="default: {} (resumed: the run's own)".format(DEFAULT_EPOCHS))
+    p.add_argument("--batch-size", type=cli.positive_int, help="default: 128")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="default: adam")
+    p.add_argument("--lr", type=cli.positive_float, help="learning rate (default: "
+                   "1e-3 for adam, 0.01 for nesterov)")
+    p.add_argument("--seed", type=cli.seed, help="default: 1")
     p.add_argument("--limit-train", type=cli.positive_int, metavar="N",
                    help="use only the first N training images")
     p.add_argument("--limit-val", type=cli.positive_int, metavar="N",
                    help="use only the first N validation images")
     p.add_argument("--noise", choices=("none", "gaussian", "mask"),
-                   default="none", help="corrupt the input (denoising "
-                   "autoencoder); the target stays clean")
-    p.add_argument("--noise-level", type=float, default=0.3,
-                   help="std of the Gaussian noise, or masking probability")
+                   help="corrupt the input (denoising autoencoder); the target "
+                   "stays clean (default: none)")
+    p.add_argument("--noise-level", type=float,
+                   help="std of the Gaussian noise, or masking probability (default: 0.3)")
     p.add_argument("--out", default="runs/default",
                    help="directory for checkpoints and metrics")
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved in --out")
     args = p.parse_args(argv)
-    if args.lr is None:
-        args.lr = DEFAULT_LR[args.optimizer]
-    if not args.lr > 0 or not np.isfinite(args.lr):
-        p.error("--lr must be a positive number")
-    if args.noise != "none" and not 0 <= args.noise_level < 1:
+    if args.noise_level is not None and not 0 <= args.noise_level < 1:
         p.error("--noise-level must lie in [0, 1)")
     return args
 
 
-def settings_of(args):
-    """The Settings named by the command-line flags."""
-    return Settings(dataset=args.dataset, batch_size=args.batch_size,
-                    optimizer=args.optimizer, lr=args.lr, seed=args.seed,
-                    limit_train=args.limit_train, limit_val=args.limit_val,
-                    noise=args.noise, noise_level=args.noise_level)
+def given_settings(args):
+    """The settings given on the command line, as a dict (flags left out are absent)."""
+    return {field.name: getattr(args, field.name) for field in fields(Settings)
+            if getattr(args, field.name) is not None}
+
+
+def new_settings(args):
+    """The Settings of a new run: the flags given, defaults for the rest."""
+    given = given_settings(args)
+    given.setdefault("lr", DEFAULT_LR[given.get("optimizer", Settings.optimizer)])
+    return Settings(**given)
+
+
+def resumed_settings(saved, args):
+    """The Settings of a run resumed from ``saved``, and a line for each change.
+
+    A new --lr applies from the resume point on; any other flag that differs
+    from the run's own setting is refused (TrainingError), so that a resumed
+    run is always the run it continues.
+    """
+    settings, notes = Settings(**saved), []
+    for name, value in given_settings(args).items():
+        old = getattr(settings, name)
+        if value == old:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if name not in CHANGEABLE_ON_RESUME:
+            raise TrainingError(
+                "--resume: {} {} differs from the run's {}; a resumed run keeps its "
+                "settings (only --epochs and --lr may change)".format(flag, value, old))
+        notes.append("{} {:g} from here on (the run had {:g})".format(flag, value, old))
+        settings = replace(settings, **{name: value})
+    return settings, notes
+
+
+def resumed_epochs(saved, args):
+    """The epochs a resumed run trains to, and a line if --epochs changed them."""
+    if args.epochs is None:
+        return (saved.epochs if saved.epochs > 0 else DEFAULT_EPOCHS), []
+    if args.epochs == saved.epochs:
+        return args.epochs, []
+    had = "the run had {}".format(saved.epochs) if saved.epochs > 0 else "not recorded"
+    return args.epochs, ["--epochs {}: training to epoch {} ({})".format(
+        args.epochs, args.epochs, had)]
+
+
+def load_checkpoint(path):
+    """The Checkpoint at ``path``, its settings those of a Settings (CheckpointError if not)."""
+    return checkpoint.load(path, [field.name for field in fields(Settings)])
 
 
 def prepare_data(settings, data_dir):
@@ -336,20 +421,25 @@ def prepare_data(settings, data_dir):
 def main(argv=None):
     """The training command; returns the process exit code."""
     args = parse_args(argv)
-    settings = settings_of(args)
     convae.runtime.enable()
+    stage = "before training started"
     try:
-        os.makedirs(args.out, exist_ok=True)
         path = os.path.join(args.out, "checkpoint.npz")
-        saved = None
         if args.resume:
             if not os.path.isfile(path):
                 raise TrainingError("--resume: no checkpoint at " + path)
-            saved = checkpoint.load(path)
-            settings = Settings(**saved.settings)
-        elif os.path.exists(path):
-            raise TrainingError("{} holds a run already: pass --resume to "
-                                "continue it, or choose another --out".format(args.out))
+            saved = load_checkpoint(path)
+            settings, notes = resumed_settings(saved.settings, args)
+            epochs, epoch_notes = resumed_epochs(saved, args)
+            notes += epoch_notes
+        else:
+            if os.path.exists(path):
+                raise TrainingError("{} holds a run already: pass --resume to continue "
+                                    "it, or choose another --out".format(args.out))
+            saved, notes = None, []
+            settings, epochs = new_settings(args), args.epochs or DEFAULT_EPOCHS
+        cli.writable_directory(args.out, "--out")
+        files.remove_temporaries(args.out)
         X_train, X_val, X_test = prepare_data(settings, args.data_dir)
         print("Compiling the network (Theano caches this after the first run)...",
               flush=True)
@@ -357,11 +447,16 @@ def main(argv=None):
                   if sys.stderr.isatty() else None)
         if saved is not None:
             run.restore(saved)
+            run.epochs = epochs
+            run.save()  # --out describes the resume point again, whatever was cut off
             print("Resuming at epoch {}, batch {}".format(run.epoch + 1, run.batch + 1))
+            for note in notes:
+                print(note)
         interrupted = []
         previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(1))
         try:
-            finished = run.train(X_train, X_val, args.epochs,
+            stage = "while training"
+            finished = run.train(X_train, X_val, epochs,
                                  stop_requested=lambda: bool(interrupted))
         finally:
             signal.signal(signal.SIGINT, previous)
@@ -369,16 +464,19 @@ def main(argv=None):
             print("Interrupted: state saved in {}; continue with --resume".format(
                 args.out))
             return 130
+        stage = ("during the final test evaluation; training is complete and saved "
+                 "in {} (--resume evaluates again)".format(args.out))
         test_err = mean_loss(run.compiled.val_fn, X_test)
         print("Final test MSE: {:.6f}".format(test_err))
-        write_atomically(os.path.join(args.out, "test.json"),
-                         lambda f: f.write(json.dumps({"test_mse": test_err}) + "\n"),
-                         mode="w")
+        files.write_atomically(os.path.join(args.out, "test.json"),
+                               lambda f: f.write(json.dumps({"test_mse": test_err}) + "\n"),
+                               mode="w")
         return 0
-    except (TrainingError, checkpoint.CheckpointError, data.DataError, OSError) as e:
+    except (TrainingError, checkpoint.CheckpointError, data.DataError, cli.PathError,
+            OSError) as e:
         return cli.report_error("convae-train", e)
     except KeyboardInterrupt:
-        print("convae-train: interrupted before training started", file=sys.stderr)
+        print("convae-train: interrupted " + stage, file=sys.stderr)
         return 130
 
 

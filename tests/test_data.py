@@ -143,6 +143,10 @@ def test_download_good_file(mirror, tmp_path):
     assert path == str(tmp_path / TEST_LABELS)
     assert data.read_idx(path)[:3].tolist() == [7, 2, 1]
     assert os.listdir(tmp_path) == [TEST_LABELS]
+    # Readable as any file the user writes (0666 less the umask), not 0600.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
 
 
 @pytest.mark.parametrize("bad", ["corrupt", "drop", "403", "404"])
@@ -166,6 +170,14 @@ def test_missing_files_are_downloaded_into_the_cache(mirror, tmp_path, monkeypat
     paths = data.dataset_files("mnist")
     assert sorted(os.listdir(tmp_path / "mnist")) == sorted(data.FILES)
     assert paths[TEST_LABELS] == str(tmp_path / "mnist" / TEST_LABELS)
+
+
+def test_the_test_set_alone_fetches_only_the_test_files(mirror, tmp_path, monkeypatch):
+    monkeypatch.setitem(data.DATASETS["mnist"], "mirrors", (mirror + "good/",))
+    X_test, y_test = data.load_test_set("mnist", str(tmp_path))
+    assert X_test.shape == (10000, 1, 28, 28) and y_test[:3].tolist() == [7, 2, 1]
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"])
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):

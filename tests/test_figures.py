@@ -152,3 +152,56 @@ def test_shipped_run_is_documented():
     assert [m["epoch"] for m in metrics] == list(range(1, len(metrics) + 1))
     readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
     assert "{:.6f}".format(metrics[-1]["val_loss"]) in readme
+
+
+@pytest.mark.parametrize("damage", ["truncated", "npy", "text"])
+def test_damaged_weights_are_one_line_naming_them(mnist_dir, tmp_path, capsys, damage):
+    weights = tmp_path / "model.npz"
+    blob = open(files.SHIPPED_WEIGHTS, "rb").read()
+    if damage == "truncated":
+        weights.write_bytes(blob[:100])
+    elif damage == "npy":
+        np.save(open(weights, "wb"), np.zeros(3))
+    else:
+        weights.write_text("not weights")
+    for command in (reconstruct.main, make_figures.main):
+        flag = "--weights" if command is reconstruct.main else "--denoising-weights"
+        out = ["--out", str(tmp_path / "x.png")] if command is reconstruct.main else [
+            "--out-dir", str(tmp_path / "figs")]
+        code = command(["--data-dir", mnist_dir, flag, str(weights)] + out)
+        err = capsys.readouterr().err.strip()
+        assert code == 1 and str(weights) in err and "\n" not in err, err
+
+
+@pytest.mark.parametrize("indices", [",", "", "a,b"])
+def test_indices_that_name_no_digit_are_a_usage_error(indices, capsys):
+    with pytest.raises(SystemExit) as done:
+        reconstruct.main(["--indices", indices])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "--indices" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content,message", [
+    (b'{"epoch": 1, "train_loss": 0.1, "val_loss": 0.1}\n{"epoch": 2\n', "line 2: not JSON"),
+    (b"\xc8\x00\xff binary", "not UTF-8 text"),
+    (b'{"epoch": 1}\n', "line 1: a metrics record has epoch, train_loss, val_loss"),
+    (b"\n", "no metrics in it"),
+])
+def test_bad_metrics_files_are_one_line_naming_them(mnist_dir, tmp_path, capsys, content,
+                                                    message):
+    metrics = tmp_path / "bad.jsonl"
+    metrics.write_bytes(content)
+    code = make_figures.main(["--data-dir", mnist_dir, "--metrics", str(metrics),
+                              "--out-dir", str(tmp_path / "figs")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and str(metrics) in err and message in err and "\n" not in err, err
+
+
+def test_reconstruct_needs_only_the_test_files(mnist_dir, tmp_path, capsys):
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        os.symlink(os.path.join(mnist_dir, name), tmp_path / name)
+    code = reconstruct.main(["--data-dir", str(tmp_path), "--indices", "3",
+                             "--out", str(tmp_path / "x.png")])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["t10k-images-idx3-ubyte.gz",
+                                            "t10k-labels-idx1-ubyte.gz", "x.png"]

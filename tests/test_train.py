@@ -1,5 +1,8 @@
 """The training loop on a slice of real MNIST: learning, determinism, resume, failures."""
+import errno
+import gc
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -10,7 +13,7 @@ import numpy as np
 import pytest
 
 import lasagne
-from convae import checkpoint, train
+from convae import train
 from convae.model import build_convolutional_autoencoder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,7 +81,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(small_data, tmp_path):
     assert not first.train(X_train, X_val, 2, stop_requested=lambda: next(calls) == 10)
     assert (first.epoch, first.batch) == (1, 3)
     second = train.Run(settings(), str(tmp_path / "parts"), log=quiet)
-    second.restore(checkpoint.load(str(tmp_path / "parts" / "checkpoint.npz")))
+    second.restore(train.load_checkpoint(str(tmp_path / "parts" / "checkpoint.npz")))
     assert (second.epoch, second.batch) == (1, 3)
     assert second.train(X_train, X_val, 2)
     for a, b in zip(params_of(whole), params_of(second)):
@@ -132,7 +135,7 @@ def test_bad_checkpoints_are_refused(mnist_dir, tmp_path, capsys):
     assert code == 1 and "no checkpoint" in err and "\n" not in err
     (tmp_path / "checkpoint.npz").write_bytes(b"not a checkpoint at all")
     code, err = error_of(capsys, base)
-    assert code == 1 and "corrupt or not a convae checkpoint" in err and "\n" not in err
+    assert code == 1 and "checkpoint.npz: not an .npz file" in err and "\n" not in err
     # A checkpoint of another network: same keys, other architecture.
     run_dir = tmp_path / "other"
     os.makedirs(run_dir)
@@ -196,3 +199,198 @@ def test_ctrl_c_saves_and_resume_finishes(mnist_dir, tmp_path):
     assert "Resuming at epoch" in done.stdout and "Final test MSE" in done.stdout
     epochs = [line for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(epochs) == 3
+
+
+# -- what a skeptical user tried (issue 12) ---------------------------------
+
+def run_small(mnist_dir, out, *flags):
+    return train.main(["--data-dir", mnist_dir, "--out", str(out)] + SMALL + list(flags))
+
+
+def snapshot(directory):
+    """Every file in ``directory`` with its bytes."""
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_resume_refuses_other_settings_and_applies_epochs_and_lr(mnist_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_small(mnist_dir, out, "--epochs", "1") == 0
+    capsys.readouterr()
+    before = snapshot(out)
+    for flags, named in [(["--batch-size", "64"], "--batch-size 64 differs from the run's 100"),
+                         (["--optimizer", "nesterov"], "--optimizer nesterov differs"),
+                         (["--seed", "4"], "--seed 4 differs from the run's 1"),
+                         (["--noise", "mask"], "--noise mask differs")]:
+        # The run's own value given again is no change.
+        code, err = error_of(capsys, ["--data-dir", mnist_dir, "--out", str(out), "--resume",
+                                      "--limit-train", "600"] + flags)
+        assert code == 1 and named in err and "\n" not in err, err
+        assert snapshot(out) == before  # nothing in --out touched
+    code = train.main(["--data-dir", mnist_dir, "--out", str(out), "--resume",
+                       "--epochs", "2", "--lr", "0.0005"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "--lr 0.0005 from here on (the run had 0.001)" in printed
+    assert "--epochs 2: training to epoch 2 (the run had 1)" in printed
+    saved = train.load_checkpoint(str(out / "checkpoint.npz"))
+    assert saved.settings["lr"] == 0.0005 and saved.epochs == 2 and saved.epoch == 2
+    # Resumed again without flags: the run's own epochs, nothing left to train.
+    assert train.main(["--data-dir", mnist_dir, "--out", str(out), "--resume"]) == 0
+    assert "Epoch" not in capsys.readouterr().out
+
+
+def test_resumed_lr_is_the_one_the_step_uses(small_data, tmp_path):
+    X_train, X_val, _ = small_data
+    runs = {}
+    for lr in (1e-3, 5e-4):
+        os.makedirs(tmp_path / str(lr))
+        run = train.Run(settings(lr=lr), str(tmp_path / str(lr)), log=quiet)
+        assert run.compiled.learning_rate.get_value() == np.float32(lr)
+        run.train(X_train, X_val, 1)
+        runs[lr] = params_of(run)
+    assert not np.array_equal(runs[1e-3][0], runs[5e-4][0])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "npy", "settings key"])
+def test_a_damaged_checkpoint_is_one_line_naming_it(mnist_dir, tmp_path, capsys, damage):
+    out = tmp_path / "run"
+    assert run_small(mnist_dir, out, "--epochs", "1") == 0
+    path = out / "checkpoint.npz"
+    blob = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(blob[:100])
+    elif damage == "flipped":
+        with np.load(path) as f:
+            offset = blob.index(f["shared_21"].tobytes()[:64])  # inside shared_21's data
+        path.write_bytes(blob[:offset] + bytes([blob[offset] ^ 1]) + blob[offset + 1:])
+    elif damage == "npy":
+        np.save(open(path, "wb"), np.zeros(3))
+    else:
+        with np.load(path) as f:
+            arrays = dict(f)
+        kept = {k: v for k, v in train.asdict(settings()).items() if k != "limit_train"}
+        arrays["settings"] = np.array(json.dumps(kept))
+        np.savez(open(path, "wb"), **arrays)
+    capsys.readouterr()
+    code, err = error_of(capsys, ["--data-dir", mnist_dir, "--out", str(out), "--resume"])
+    assert code == 1 and str(path) in err and "\n" not in err, err
+    if damage == "settings key":
+        assert "lack 'limit_train'" in err
+
+
+def test_disk_full_keeps_one_consistent_point_and_says_one_line(
+        mnist_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert run_small(mnist_dir, out, "--epochs", "1") == 0
+    capsys.readouterr()
+    before = snapshot(out)
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd):  # the disk fills up while epoch 2's files are written
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    code = train.main(["--data-dir", mnist_dir, "--out", str(out), "--resume", "--epochs", "2"])
+    gc.collect()  # a half-written zip file would complain when collected
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.count("\n") == 0, err
+    assert "No space left on device" in err and str(out / "model.npz") in err
+    after = snapshot(out)
+    assert after.keys() == before.keys()  # no temporary files left behind
+    assert after["checkpoint.npz"] == before["checkpoint.npz"]
+    assert after["model.npz"] == before["model.npz"]
+    assert after["metrics.jsonl"] == before["metrics.jsonl"]
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory on a read-only file system (which stops root too)."""
+    directory = tmp_path / "ro"
+    directory.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(directory)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a read-only file system here: " + done.stderr.strip())
+    yield directory
+    subprocess.run(["umount", str(directory)], check=True)
+
+
+def test_read_only_out_is_refused_before_compiling(mnist_dir, read_only_dir, capsys,
+                                                   monkeypatch):
+    def no_compiling(*args):
+        raise AssertionError("compiled although --out cannot be written")
+    monkeypatch.setattr(train, "compile_run", no_compiling)
+    code, err = error_of(capsys, ["--data-dir", mnist_dir, "--out", str(read_only_dir)] + SMALL)
+    assert code == 1 and "\n" not in err
+    assert "--out {}: cannot write there (Read-only file system)".format(read_only_dir) in err
+
+
+def test_ctrl_c_in_the_final_test_evaluation_says_so(mnist_dir, tmp_path, capsys, monkeypatch):
+    real_mean_loss = train.mean_loss
+
+    def interrupted_on_the_test_set(fn, inputs, *args):
+        if len(inputs) == 10000:
+            raise KeyboardInterrupt
+        return real_mean_loss(fn, inputs, *args)
+    monkeypatch.setattr(train, "mean_loss", interrupted_on_the_test_set)
+    code, err = error_of(capsys, ["--data-dir", mnist_dir, "--out", str(tmp_path / "run"),
+                                  "--epochs", "1"] + SMALL)
+    assert code == 130 and "during the final test evaluation" in err
+    assert "training is complete and saved" in err and "before training started" not in err
+
+
+def test_leftover_temporary_files_are_removed(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    assert run_small(mnist_dir, out, "--epochs", "1") == 0
+    (out / ".tmp-k1ll3d").write_bytes(b"half a checkpoint")  # SIGKILL during a save
+    assert train.main(["--data-dir", mnist_dir, "--out", str(out), "--resume"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.npz", "metrics.jsonl", "model.npz", "test.json"]
+
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999", "x"])
+def test_bad_seed_is_a_usage_error(seed, capsys):
+    with pytest.raises(SystemExit) as done:
+        train.parse_args(["--seed", seed])
+    assert done.value.code == 2 and "--seed" in capsys.readouterr().err
+
+
+def test_nan_without_a_checkpoint_says_none_was_saved(small_data, tmp_path):
+    X_train, X_val, _ = small_data
+    run = train.Run(settings(), str(tmp_path), log=quiet)
+    W = lasagne.layers.get_all_params(run.network)[0]
+    W.set_value(np.full_like(W.get_value(), np.nan))
+    with pytest.raises(train.TrainingError, match="no checkpoint was saved yet"):
+        run.train(X_train, X_val, 1)
+
+
+def test_a_dead_network_is_reported(small_data, tmp_path):
+    X_train, X_val, _ = small_data
+    said = []
+    run = train.Run(settings(lr=100.0), str(tmp_path), log=said.append)
+    run.train(X_train, X_val, 2)
+    warnings = [line for line in said if line.startswith("Warning")]
+    assert len(warnings) == 1 and "same reconstruction" in warnings[0]
+    outputs = run.compiled.reconstruct_fn(X_val[:50])
+    assert np.all(outputs == outputs[0])  # it is dead: the same image for every input
+
+
+INTERRUPT_DURING_IMPORT = """
+import sys
+class Interrupt:  # Ctrl-C arriving while Lasagne loads
+    def find_spec(self, name, path=None, target=None):
+        if name == "lasagne":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, Interrupt())
+sys.argv = ["convae-train"]
+from convae.train import main
+"""
+
+
+def test_ctrl_c_while_loading_is_one_line():
+    done = subprocess.run([sys.executable, "-c", INTERRUPT_DURING_IMPORT], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert done.stderr.strip() == "convae: interrupted while loading Theano and Lasagne"

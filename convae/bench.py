@@ -12,7 +12,11 @@ count and compile directory are set before Theano loads):
 * ``train_gflops`` counts a training step as 3x the forward FLOPs;
   ``sgemm_gflops`` is a float32 2048x2048 matrix product through the same BLAS
   in the same child on all ``--threads`` (best of five timings);
-  ``train_efficiency`` / ``eval_efficiency`` are the ratios;
+  ``train_efficiency`` / ``eval_efficiency`` are the ratios (above 1.0 is
+  impossible, and reported as an error);
+* ``cpu`` (model name, family/model, the SIMD features convae's kernels
+  use), ``blas_core`` (the OpenBLAS core that ran) and ``kernels`` (the
+  kernel each convolution ran with, as the C code reports it);
 * ``compile_cold_s`` / ``compile_warm_s``: getting the network and its three
   functions as the training command does, with an empty and with a filled
   compile directory (warm, that is loading them from convae's function cache,
@@ -55,6 +59,25 @@ def forward_flops(network):
         elif kind == "DenseLayer":
             flops += 2 * layer.input_shape[1] * layer.num_units
     return flops
+
+
+def cpu_description():
+    """The CPU: model name, family/model, and the SIMD features convae's kernels use."""
+    from convae.runtime import corr, openblas
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f.read().split("\n\n")[0].splitlines():
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    flags = openblas.cpu_flags()
+    used = sorted({flag for needed in corr.KERNEL_FEATURES.values() for flag in needed}
+                  | openblas.AVX512_FLAGS | openblas.AVX2_FLAGS)
+    return {"model_name": fields.get("model name"),
+            "family_model": "{}/{}".format(fields.get("cpu family"), fields.get("model")),
+            "simd": [flag for flag in used if flag in flags]}
 
 
 def blas_description():
@@ -106,6 +129,7 @@ def measure(args):
     """In a child process: compile, time the first step, then throughput."""
     import convae
     from convae import data, train
+    from convae.runtime import corr, openblas
     convae.runtime.enable()
     images = data.load_dataset("mnist", args.data_dir)[0]
     size = args.batch_size
@@ -122,7 +146,8 @@ def measure(args):
             train_images_per_s=rate(run.train_fn, batches),
             eval_images_per_s=rate(run.val_fn, batches),
             forward_flops_per_image=forward_flops(run.network),
-            sgemm_gflops=sgemm_gflops(args.threads), blas=blas_description())
+            sgemm_gflops=sgemm_gflops(args.threads), blas=blas_description(),
+            blas_core=openblas.core_name(), kernels=dict(sorted(corr.KERNELS_RUN.items())))
     print(json.dumps(result))
     return 0
 
@@ -224,7 +249,15 @@ def bench(args):
         compile_warm_s=round(warm["compile_s"], 2),
         compile_warm_no_function_cache_s=round(theano_warm["compile_s"], 2),
         first_step_warm_s=round(warm["first_step_s"], 2),
-        blas=warm["blas"], theano_defaults=default_flags())
+        cpu=cpu_description(), blas=warm["blas"], blas_core=warm["blas_core"],
+        kernels=warm["kernels"], theano_defaults=default_flags())
+    for name in ("train_efficiency", "eval_efficiency"):
+        if report[name] > 1.0:
+            raise BenchError("{} came out at {}: faster than the BLAS's own matrix product "
+                             "({} GFLOP/s, core {}) cannot be; that reference did not run at "
+                             "the BLAS's real speed".format(name, report[name],
+                                                            report["sgemm_gflops"],
+                                                            report["blas_core"]))
     if not args.json:
         for key, value in report.items():
             print("# {:24s} {}".format(key, value))

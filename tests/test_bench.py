@@ -1,4 +1,6 @@
 """The benchmark command's errors: one line and a non-zero exit, never a traceback."""
+import json
+
 import pytest
 
 from convae import bench, data
@@ -24,3 +26,32 @@ def test_no_mnist_anywhere_is_one_line(tmp_path, capsys, monkeypatch):
     assert bench.main(["--data-dir", str(tmp_path / "empty")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("convae-bench: error: could not download") and "\n" not in err
+
+
+def fake_child(sgemm_gflops):
+    """What ``bench.child`` returns, with a given sgemm reference."""
+    def child(args, compiledir, compile_only, no_function_cache=False):
+        return dict(compile_s=1.0, first_step_s=2.0, train_images_per_s=2000.0,
+                    eval_images_per_s=6000.0, forward_flops_per_image=8.921e6,
+                    sgemm_gflops=sgemm_gflops, blas="OpenBLAS", blas_core="Prescott",
+                    kernels={"forward C=32 F=32 12x12 filter 5x5": "avx2"})
+    return child
+
+
+def test_an_efficiency_above_one_is_an_error_not_a_number(mnist_dir, capsys, monkeypatch):
+    # 2000 training images/s are 53.5 GFLOP/s: a 42 GFLOP/s "BLAS" cannot be the real one.
+    monkeypatch.setattr(bench, "child", fake_child(42.0))
+    assert bench.main(["--data-dir", mnist_dir, "--no-cold"]) == 1
+    out, err = capsys.readouterr()
+    assert "train_efficiency came out at 1.27" in err and "\n" not in err.strip()
+    assert "train_efficiency" not in out
+    monkeypatch.setattr(bench, "child", fake_child(240.0))
+    assert bench.main(["--data-dir", mnist_dir, "--no-cold", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["train_efficiency"] == round(3 * 8.921e6 * 2000 / 1e9 / 240, 3)
+    assert report["blas_core"] == "Prescott" and report["kernels"]
+    with open("/proc/cpuinfo") as f:
+        first = f.read().split("\n\n")[0]
+    family = [line.split(":")[1].strip() for line in first.splitlines()
+              if line.startswith(("cpu family", "model\t"))]
+    assert report["cpu"]["family_model"] == "/".join(family)

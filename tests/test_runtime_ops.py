@@ -15,7 +15,8 @@ from theano.tensor.nnet.corr import CorrMM, CorrMM_gradInputs, CorrMM_gradWeight
 from theano.tensor.signal.pool import MaxPoolGrad, Pool
 
 from convae.runtime.contiguous import AxisSum, ChannelSum, MaxPool2x2, MaxPool2x2Grad, Repeat
-from convae.runtime.corr import BatchedCorr
+from convae.runtime.corr import KERNEL_FEATURES, KERNELS_RUN, BatchedCorr
+from convae.runtime.openblas import cpu_flags
 
 import reference
 
@@ -26,7 +27,13 @@ import reference
 # (channels and filters not multiples of 16).
 CONV_SHAPES = [(16, 1, 28, 32, 5), (16, 32, 12, 32, 5), (13, 32, 12, 32, 5),
                (5, 16, 10, 16, (3, 4)), (3, 2, 10, 16, 3), (1, 3, 9, 4, 3),
-               (7, 2, 11, 5, (2, 4))]
+               (7, 2, 11, 5, (2, 4)),
+               # For the AVX-512 kernels too: 64 filters (two blocks of 32), a
+               # pixel count that is no multiple of 12, 32 input channels with
+               # 5 filters (only the gradient for the inputs fits its blocks).
+               (3, 32, 9, 64, (3, 2)), (4, 32, 10, 5, 3)]
+# The channels each direct kernel keeps in registers come in blocks of this many.
+KERNEL_BLOCKS = {"avx512": 32, "avx2": 16, "blas": 1, "auto": 1}
 
 
 def compiled(op, *values):
@@ -45,9 +52,21 @@ def conv_case(shape, seed=0):
     return bottom, weights, top
 
 
+def cpu_runs(kernel):
+    """Skip, naming the missing CPU features, where this CPU cannot run ``kernel``."""
+    missing = [flag for flag in KERNEL_FEATURES.get(kernel, ()) if flag not in cpu_flags()]
+    if missing:
+        pytest.skip("the {} kernel needs {}: this CPU lacks it".format(kernel, ", ".join(missing)))
+
+
+@pytest.mark.parametrize("kernel", ["auto", "avx512", "avx2", "blas"])
 @pytest.mark.parametrize("shape", CONV_SHAPES)
-def test_batched_corr_matches_numpy(shape):
+def test_batched_corr_matches_numpy(shape, kernel):
+    """Every kernel this CPU runs computes the three correlations; a forced
+    kernel whose channel blocks do not fit the shape says so."""
+    cpu_runs(kernel)
     bottom, weights, top = conv_case(shape)
+    _, channels, _, filters, _ = shape
     b64, w64, t64 = (v.astype(np.float64) for v in (bottom, weights, top))
     # Correlation is convolution with the filters flipped.
     forward = reference.conv2d_valid(b64, w64[:, :, ::-1, ::-1])
@@ -59,7 +78,12 @@ def test_batched_corr_matches_numpy(shape):
     for direction, args, expected in [("forward", (bottom, weights), forward),
                                       ("grad_inputs", (weights, top), grad_inputs),
                                       ("grad_weights", (bottom, top), grad_weights)]:
-        result = compiled(BatchedCorr(direction), *args)
+        op = BatchedCorr(direction, kernel)
+        if (channels if direction == "grad_inputs" else filters) % KERNEL_BLOCKS[kernel]:
+            with pytest.raises(ValueError, match="the {} kernel cannot run".format(kernel)):
+                compiled(op, *args)
+            continue
+        result = compiled(op, *args)
         assert result.dtype == np.float32 and result.shape == expected.shape
         np.testing.assert_allclose(result, expected, rtol=1e-4,
                                    atol=1e-4 * np.abs(expected).max())
@@ -154,3 +178,16 @@ def test_an_edit_to_any_c_file_changes_the_module_cache_version(tmp_path, monkey
                    if op.c_code_cache_version() != versions[name]}
         assert changed == changes, edited
         (copy / edited).write_text(original)
+
+
+def test_auto_runs_the_widest_kernel_this_cpu_has_and_says_which():
+    bottom, weights, _ = conv_case((4, 32, 12, 32, 5))
+    KERNELS_RUN.clear()
+    compiled(BatchedCorr("forward"), bottom, weights)
+    compiled(BatchedCorr("forward"), bottom[:, :1], weights[:, :1])  # a short sum
+    flags = cpu_flags()
+    widest = ("avx512" if "avx512f" in flags else
+              "avx2" if {"avx2", "fma"} <= flags else "blas")
+    assert KERNELS_RUN["forward C=32 F=32 12x13 filter 5x5"] == widest
+    assert KERNELS_RUN["forward C=1 F=32 12x13 filter 5x5"] == (
+        "avx2" if {"avx2", "fma"} <= flags else "blas")

@@ -7,12 +7,14 @@ about half its peak, after copying every input value 25 times. ``BatchedCorr``
 computes the same three correlations two ways:
 
 * where the filters (forward, gradient for the weights) or the input channels
-  (gradient for the inputs) come in multiples of 16 and the CPU has AVX2 and
-  FMA (checked at run time), with direct kernels (``c_code/corr_avx2.c``): the
-  sums for 16 channels of 6 pixels (for short sums, such as the first layer's
-  25 products, 8 filters of 8 pixels) stay in vector registers, fed straight
-  from the images with no unrolled copy, one image (or for the weights, one
-  cache-sized chunk of images) per core at a time;
+  (gradient for the inputs) come in multiples of 32 and the CPU has AVX-512F,
+  or in multiples of 16 and it has AVX2 and FMA (checked at run time), with
+  direct kernels (``c_code/corr_avx512.c``, ``c_code/corr_avx2.c``): the sums
+  for 32 channels of 12 pixels (AVX-512) or 16 channels of 6 pixels (AVX2;
+  for short sums, such as the first layer's 25 products, 8 filters of 8
+  pixels) stay in vector registers, fed straight from the images with no
+  unrolled copy, one image (or for the weights, one cache-sized chunk of
+  images) per core at a time;
 * otherwise (the post's last layer, with one channel) by unrolling a
   cache-sized chunk of images side by side for one larger BLAS product.
 
@@ -31,9 +33,17 @@ from theano.tensor.blas import ldflags
 
 from convae.runtime.base import ContiguousFloat32Op
 
-# Each direction and its name in c_code/corr.c's enum.
+# Each direction and kernel, and its name in c_code/corr.c's enums.
 DIRECTIONS = {"forward": "CONVAE_FORWARD", "grad_inputs": "CONVAE_GRAD_INPUTS",
               "grad_weights": "CONVAE_GRAD_WEIGHTS"}
+KERNELS = {"auto": "CONVAE_AUTO", "avx512": "CONVAE_AVX512", "avx2": "CONVAE_AVX2",
+           "blas": "CONVAE_BLAS"}
+# The CPU features (/proc/cpuinfo flags) each kernel needs.
+KERNEL_FEATURES = {"avx512": ("avx512f",), "avx2": ("avx2", "fma"), "blas": ()}
+
+# Which kernel ran each correlation in this process, as the C code reports it:
+# "forward C=32 F=32 12x12 filter 5x5" -> "avx512".
+KERNELS_RUN = {}
 
 
 class BatchedCorr(ContiguousFloat32Op):
@@ -42,17 +52,22 @@ class BatchedCorr(ContiguousFloat32Op):
     direction 'forward': (bottom, weights) -> top; 'grad_inputs':
     (weights, top) -> bottom; 'grad_weights': (bottom, top) -> weights. All
     4-D float32, shapes as in the module docstring; the output's
-    broadcastable pattern is the one CorrMM's ops give.
+    broadcastable pattern is the one CorrMM's ops give. kernel: 'auto' (the
+    fastest that can run: 'avx512' where the CPU has AVX-512F and the
+    channels come in 32s, 'avx2' with AVX2 and FMA and channels in 16s, else
+    'blas'), or one of those to force it (a ValueError when it cannot run).
     """
 
-    __props__ = ("direction",)
-    c_files = ("corr_avx2.c", "corr.c")
+    __props__ = ("direction", "kernel")
+    c_files = ("corr_avx2.c", "corr_avx512.c", "corr.c")
 
-    def __init__(self, direction, openmp=None):
+    def __init__(self, direction, kernel="auto", openmp=None):
         if direction not in DIRECTIONS:
             raise ValueError("direction must be one of {}".format(tuple(DIRECTIONS)))
+        if kernel not in KERNELS:
+            raise ValueError("kernel must be one of {}".format(tuple(KERNELS)))
         super().__init__(openmp=openmp)
-        self.direction = direction
+        self.direction, self.kernel = direction, kernel
 
     def make_node(self, a, b):
         a, b = T.as_tensor_variable(a), T.as_tensor_variable(b)
@@ -96,10 +111,7 @@ class BatchedCorr(ContiguousFloat32Op):
         if (convae_corr_shapes(""" + DIRECTIONS[self.direction] + """, PyArray_DIMS(in0),
                                PyArray_DIMS(in1), sizes, dims)
                 || convae_prepare(&%(out)s, 4, dims)) %(fail)s
-        if (convae_corr(""" + DIRECTIONS[self.direction] + """,
+        if (convae_corr(""" + DIRECTIONS[self.direction] + ", " + KERNELS[self.kernel] + """,
                         (const float*)PyArray_DATA(in0), (const float*)PyArray_DATA(in1),
-                        (float*)PyArray_DATA(%(out)s), sizes)) {
-            PyErr_NoMemory();
-            %(fail)s
-        }
+                        (float*)PyArray_DATA(%(out)s), sizes)) %(fail)s
         """

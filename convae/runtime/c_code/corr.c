@@ -1,15 +1,21 @@
 /* BatchedCorr (see convae/runtime/corr.py): the three valid, stride-1 float32
-   correlations of CorrMM, by the direct kernels of corr_avx2.c where the CPU
-   and the shapes allow, else by one BLAS product per cache-sized chunk of
-   images. Shapes: bottom (N, C, H, W), weights (F, C, kh, kw), top (N, F,
-   oh, ow) with oh = H - kh + 1, ow = W - kw + 1, P = oh * ow, K = C * kh * kw.
-   Needs convae_ops.h, corr_avx2.c and Theano's BLAS header (sgemm_). */
+   correlations of CorrMM, by the direct kernels of corr_avx512.c or
+   corr_avx2.c where the CPU and the shapes allow, else by one BLAS product
+   per cache-sized chunk of images. Shapes: bottom (N, C, H, W), weights (F,
+   C, kh, kw), top (N, F, oh, ow) with oh = H - kh + 1, ow = W - kw + 1,
+   P = oh * ow, K = C * kh * kw. Needs convae_ops.h, corr_avx2.c,
+   corr_avx512.c and Theano's BLAS header (sgemm_). */
 
 enum convae_direction {
     CONVAE_FORWARD,       /* out = top from (a = bottom, b = weights) */
     CONVAE_GRAD_INPUTS,   /* out = bottom from (a = weights, b = top) */
     CONVAE_GRAD_WEIGHTS   /* out = weights' gradient from (a = bottom, b = top) */
 };
+
+/* The kernels; CONVAE_AUTO picks the first of the others that can run. */
+enum convae_kernel { CONVAE_AUTO, CONVAE_AVX512, CONVAE_AVX2, CONVAE_BLAS };
+static const char* const convae_kernel_names[] = {"auto", "avx512", "avx2", "blas"};
+static const char* const convae_direction_names[] = {"forward", "grad_inputs", "grad_weights"};
 
 /* BLAS path: each thread's unrolled chunk of images aims at this many bytes
    (a Zen 3 core has 512 KiB of L2); a chunk is never less than one image. */
@@ -82,19 +88,58 @@ static void convae_to_image_major(const float* b, int nb, int F, int P, float* a
                    P * sizeof(float));
 }
 
-/* True where the direct kernels can run: channels in 16s (filters, or for
-   the gradient for the inputs the input channels) and AVX2 with FMA. */
-static int convae_corr_direct_fits(convae_direction direction, int C, int F)
+/* True where a kernel can run: the CPU has its instructions, and the
+   channels it keeps in registers (the filters, or for the gradient for the
+   inputs the input channels) come in its block size, 32 or 16. */
+static int convae_kernel_fits(convae_kernel kernel, convae_direction direction,
+                              int C, int F)
 {
-    return (direction != CONVAE_GRAD_INPUTS ? F % 16 == 0 : C % 16 == 0)
-           && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const int channels = direction == CONVAE_GRAD_INPUTS ? C : F;
+    if (kernel == CONVAE_AVX512)
+        return channels % 32 == 0 && __builtin_cpu_supports("avx512f");
+    if (kernel == CONVAE_AVX2)
+        return channels % 16 == 0 && __builtin_cpu_supports("avx2")
+               && __builtin_cpu_supports("fma");
+    return kernel == CONVAE_BLAS;
 }
 
-/* The three correlations with the direct kernels: one image per OpenMP
-   iteration for the forward correlation and the gradient for the inputs;
-   for the weights, chunks of images per thread summed into per-thread
-   gradients. Returns 0, or -1 if memory ran out. */
-static int convae_corr_direct(convae_direction direction, const float* a,
+/* The kernel CONVAE_AUTO runs: AVX-512, AVX2, BLAS, the first that fits;
+   a short forward sum (K < 64) goes to AVX2's kernel for short sums. */
+static convae_kernel convae_auto_kernel(convae_direction direction, int C, int F, int K)
+{
+    if (convae_kernel_fits(CONVAE_AVX512, direction, C, F)
+            && !(direction == CONVAE_FORWARD && K < 64))
+        return CONVAE_AVX512;
+    if (convae_kernel_fits(CONVAE_AVX2, direction, C, F))
+        return CONVAE_AVX2;
+    return CONVAE_BLAS;
+}
+
+/* Note in convae.runtime.corr.KERNELS_RUN which kernel ran this correlation
+   (best effort: it never fails the op). */
+static void convae_corr_record(convae_direction direction, convae_kernel kernel,
+                               int C, int F, int H, int W, int kh, int kw)
+{
+    PyObject* module = PyImport_ImportModule("convae.runtime.corr");
+    PyObject* table = module ? PyObject_GetAttrString(module, "KERNELS_RUN") : NULL;
+    PyObject* key = PyUnicode_FromFormat("%s C=%d F=%d %dx%d filter %dx%d",
+                                         convae_direction_names[direction],
+                                         C, F, H, W, kh, kw);
+    PyObject* name = PyUnicode_FromString(convae_kernel_names[kernel]);
+    if (table && PyDict_Check(table) && key && name)
+        PyDict_SetItem(table, key, name);
+    Py_XDECREF(name);
+    Py_XDECREF(key);
+    Py_XDECREF(table);
+    Py_XDECREF(module);
+    PyErr_Clear();
+}
+
+/* The three correlations with the direct kernels (AVX-512 if wide, else
+   AVX2): one image per OpenMP iteration for the forward correlation and the
+   gradient for the inputs; for the weights, chunks of images per thread
+   summed into per-thread gradients. Returns 0, or -1 if memory ran out. */
+static int convae_corr_direct(convae_direction direction, int wide, const float* a,
                               const float* b, float* out,
                               int N, int C, int H, int W, int F, int kh, int kw)
 {
@@ -130,22 +175,24 @@ static int convae_corr_direct(convae_direction direction, const float* a,
             if (scratch && tmp == NULL) {
                 failed = 1;
             } else if (direction == CONVAE_FORWARD) {
-                (K < 64 && P % 8 == 0 ? convae_avx2_forward_short : convae_avx2_forward)(
+                (wide ? convae_avx512_forward
+                      : K < 64 && P % 8 == 0 ? convae_avx2_forward_short
+                      : convae_avx2_forward)(
                     a + (long)step * C * H * W, w, kofs, out + (long)step * F * P,
                     C, H, W, F, kh, kw);
             } else if (direction == CONVAE_GRAD_INPUTS) {
-                convae_avx2_grad_inputs(b + (long)step * F * P, w,
-                                        out + (long)step * C * H * W,
-                                        tmp, C, H, W, F, kh, kw);
+                (wide ? convae_avx512_grad_inputs : convae_avx2_grad_inputs)(
+                    b + (long)step * F * P, w, out + (long)step * C * H * W,
+                    tmp, C, H, W, F, kh, kw);
             } else {
                 const int n0 = step * nb, m = N - n0 < nb ? N - n0 : nb;
                 for (int n = 0; n < m; n++)
                     for (int f = 0; f < F; f++)
                         for (int p = 0; p < P; p++)
                             tmp[((long)n * P + p) * F + f] = b[((long)(n0 + n) * F + f) * P + p];
-                convae_avx2_grad_weights(a + (long)n0 * C * H * W, tmp, kofs,
-                                         w + (long)convae_thread_num() * K * F,
-                                         m, C, H, W, F, kh, kw);
+                (wide ? convae_avx512_grad_weights : convae_avx2_grad_weights)(
+                    a + (long)n0 * C * H * W, tmp, kofs,
+                    w + (long)convae_thread_num() * K * F, m, C, H, W, F, kh, kw);
             }
         }
         free(tmp);
@@ -280,12 +327,27 @@ static int convae_corr_shapes(convae_direction direction, const npy_intp* ad,
 }
 
 /* out = the correlation in direction of a and b (C-contiguous), out shaped
-   by convae_corr_shapes. Returns 0, or -1 if memory ran out. */
-static int convae_corr(convae_direction direction, const float* a, const float* b,
-                       float* out, const npy_intp s[7])
+   by convae_corr_shapes, by the kernel asked for (CONVAE_AUTO: the best that
+   can run). Returns 0, or -1 with a Python exception set (a kernel that
+   cannot run here, or no memory). */
+static int convae_corr(convae_direction direction, convae_kernel kernel,
+                       const float* a, const float* b, float* out, const npy_intp s[7])
 {
     const int N = s[0], C = s[1], H = s[2], W = s[3], F = s[4], kh = s[5], kw = s[6];
-    if (convae_corr_direct_fits(direction, C, F))
-        return convae_corr_direct(direction, a, b, out, N, C, H, W, F, kh, kw);
-    return convae_corr_blas(direction, a, b, out, N, C, H, W, F, kh, kw);
+    if (kernel == CONVAE_AUTO)
+        kernel = convae_auto_kernel(direction, C, F, C * kh * kw);
+    else if (!convae_kernel_fits(kernel, direction, C, F)) {
+        PyErr_Format(PyExc_ValueError, "BatchedCorr: the %s kernel cannot run the %s "
+                     "correlation of C=%d, F=%d channels on this CPU",
+                     convae_kernel_names[kernel], convae_direction_names[direction], C, F);
+        return -1;
+    }
+    convae_corr_record(direction, kernel, C, F, H, W, kh, kw);
+    const int status = kernel == CONVAE_BLAS
+        ? convae_corr_blas(direction, a, b, out, N, C, H, W, F, kh, kw)
+        : convae_corr_direct(direction, kernel == CONVAE_AVX512, a, b, out,
+                             N, C, H, W, F, kh, kw);
+    if (status != 0)
+        PyErr_NoMemory();
+    return status;
 }

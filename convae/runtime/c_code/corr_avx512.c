@@ -1,0 +1,165 @@
+/* Direct AVX-512 kernels for BatchedCorr (see corr.c), the 512-bit versions
+   of corr_avx2.c's: 32 filters (forward, gradient for the weights) or 32
+   input channels (gradient for the inputs) at a time, the 32 sums of each of
+   CONVAE_PIXELS_512 output pixels in two zmm registers (24 of the 32), each
+   step multiplying one broadcast input value by two 16-float vectors of
+   weights. Called only where the CPU has AVX-512F. */
+
+#define CONVAE_PIXELS_512 12
+
+#define CONVAE_STEP_512(t, value)                                          \
+    {                                                                      \
+        const __m512 v_ = _mm512_set1_ps(*(value));                        \
+        acc[t][0] = _mm512_fmadd_ps(v_, w0, acc[t][0]);                    \
+        acc[t][1] = _mm512_fmadd_ps(v_, w1, acc[t][1]);                    \
+    }
+
+#define CONVAE_STEPS_512(offset)                                           \
+    CONVAE_STEP_512(0, offset(0)) CONVAE_STEP_512(1, offset(1))            \
+    CONVAE_STEP_512(2, offset(2)) CONVAE_STEP_512(3, offset(3))            \
+    CONVAE_STEP_512(4, offset(4)) CONVAE_STEP_512(5, offset(5))            \
+    CONVAE_STEP_512(6, offset(6)) CONVAE_STEP_512(7, offset(7))            \
+    CONVAE_STEP_512(8, offset(8)) CONVAE_STEP_512(9, offset(9))            \
+    CONVAE_STEP_512(10, offset(10)) CONVAE_STEP_512(11, offset(11))
+
+/* Add pixel t's 32 sums into the (H, W, C) image at d + its offset. */
+#define CONVAE_ADD_512(t)                                                  \
+    if (t < real) {                                                        \
+        float* e_ = d + ((long)row[t] * W + col[t]) * C;                   \
+        _mm512_storeu_ps(e_, _mm512_add_ps(_mm512_loadu_ps(e_), acc[t][0]));\
+        _mm512_storeu_ps(e_ + 16, _mm512_add_ps(_mm512_loadu_ps(e_ + 16), acc[t][1]));\
+    }
+
+/* The accumulators to memory, with constant indices only (see corr_avx2.c). */
+__attribute__((target("avx512f")))
+static inline void convae_store_block_512(__m512 acc[CONVAE_PIXELS_512][2],
+                                          float result[CONVAE_PIXELS_512][32])
+{
+    for (int t = 0; t < CONVAE_PIXELS_512; t++) {
+        _mm512_storeu_ps(result[t], acc[t][0]);
+        _mm512_storeu_ps(result[t] + 16, acc[t][1]);
+    }
+}
+
+__attribute__((target("avx512f")))
+static inline void convae_zero_block_512(__m512 acc[CONVAE_PIXELS_512][2])
+{
+    for (int t = 0; t < CONVAE_PIXELS_512; t++)
+        acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+}
+
+/* Pixel block starting at p0, as convae_block for 12 pixels. */
+static int convae_block_512(int p0, int P, int ow, int* row, int* col)
+{
+    const int real = P - p0 < CONVAE_PIXELS_512 ? P - p0 : CONVAE_PIXELS_512;
+    for (int t = 0; t < CONVAE_PIXELS_512; t++) {
+        const int p = p0 + (t < real ? t : real - 1);
+        row[t] = p / ow;
+        col[t] = p % ow;
+    }
+    return real;
+}
+
+/* As convae_avx2_forward; F % 32 == 0. */
+__attribute__((target("avx512f")))
+static void convae_avx512_forward(const float* x, const float* Wt, const int* kofs,
+                                  float* y, int C, int H, int W, int F, int kh, int kw)
+{
+    const int oh = H - kh + 1, ow = W - kw + 1, P = oh * ow, K = C * kh * kw;
+    for (int p0 = 0; p0 < P; p0 += CONVAE_PIXELS_512) {
+        int row[CONVAE_PIXELS_512], col[CONVAE_PIXELS_512], off[CONVAE_PIXELS_512];
+        const int real = convae_block_512(p0, P, ow, row, col);
+        for (int t = 0; t < CONVAE_PIXELS_512; t++) off[t] = row[t] * W + col[t];
+        for (int fb = 0; fb < F; fb += 32) {
+            __m512 acc[CONVAE_PIXELS_512][2];
+            convae_zero_block_512(acc);
+            for (int k = 0; k < K; k++) {
+                const __m512 w0 = _mm512_loadu_ps(Wt + (long)k * F + fb);
+                const __m512 w1 = _mm512_loadu_ps(Wt + (long)k * F + fb + 16);
+                const float* s = x + kofs[k];
+#define CONVAE_AT(t) (s + off[t])
+                CONVAE_STEPS_512(CONVAE_AT)
+#undef CONVAE_AT
+            }
+            float result[CONVAE_PIXELS_512][32];
+            convae_store_block_512(acc, result);
+            for (int f = 0; f < 32; f++)
+                for (int t = 0; t < real; t++)
+                    y[(long)(fb + f) * P + p0 + t] = result[t][f];
+        }
+    }
+}
+
+/* As convae_avx2_grad_inputs; C % 32 == 0. */
+__attribute__((target("avx512f")))
+static void convae_avx512_grad_inputs(const float* g, const float* Wr, float* b,
+                                      float* hwc, int C, int H, int W, int F,
+                                      int kh, int kw)
+{
+    const int oh = H - kh + 1, ow = W - kw + 1, P = oh * ow;
+    memset(hwc, 0, (size_t)H * W * C * sizeof(float));
+    for (int p0 = 0; p0 < P; p0 += CONVAE_PIXELS_512) {
+        int row[CONVAE_PIXELS_512], col[CONVAE_PIXELS_512], at[CONVAE_PIXELS_512];
+        const int real = convae_block_512(p0, P, ow, row, col);
+        for (int t = 0; t < CONVAE_PIXELS_512; t++) at[t] = p0 + (t < real ? t : real - 1);
+        for (int ij = 0; ij < kh * kw; ij++) {
+            const int i = ij / kw, j = ij % kw;
+            for (int cb = 0; cb < C; cb += 32) {
+                __m512 acc[CONVAE_PIXELS_512][2];
+                convae_zero_block_512(acc);
+                for (int f = 0; f < F; f++) {
+                    const float* w = Wr + ((long)ij * F + f) * C + cb;
+                    const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
+                    const float* s = g + (long)f * P;
+#define CONVAE_AT(t) (s + at[t])
+                    CONVAE_STEPS_512(CONVAE_AT)
+#undef CONVAE_AT
+                }
+                float* d = hwc + ((long)i * W + j) * C + cb;
+                CONVAE_ADD_512(0) CONVAE_ADD_512(1) CONVAE_ADD_512(2) CONVAE_ADD_512(3)
+                CONVAE_ADD_512(4) CONVAE_ADD_512(5) CONVAE_ADD_512(6) CONVAE_ADD_512(7)
+                CONVAE_ADD_512(8) CONVAE_ADD_512(9) CONVAE_ADD_512(10) CONVAE_ADD_512(11)
+            }
+        }
+    }
+    for (int c = 0; c < C; c++)
+        for (int q = 0; q < H * W; q++)
+            b[(long)c * H * W + q] = hwc[(long)q * C + c];
+}
+
+/* As convae_avx2_grad_weights, twelve k at a time; F % 32 == 0. */
+__attribute__((target("avx512f")))
+static void convae_avx512_grad_weights(const float* bottom, const float* topT,
+                                       const int* kofs, float* dW, int nb, int C,
+                                       int H, int W, int F, int kh, int kw)
+{
+    const int oh = H - kh + 1, ow = W - kw + 1, P = oh * ow, K = C * kh * kw;
+    for (int k0 = 0; k0 < K; k0 += CONVAE_PIXELS_512) {
+        int ks[CONVAE_PIXELS_512];
+        const int real = K - k0 < CONVAE_PIXELS_512 ? K - k0 : CONVAE_PIXELS_512;
+        for (int t = 0; t < CONVAE_PIXELS_512; t++)
+            ks[t] = kofs[k0 + (t < real ? t : real - 1)];
+        for (int fb = 0; fb < F; fb += 32) {
+            __m512 acc[CONVAE_PIXELS_512][2];
+            convae_zero_block_512(acc);
+            for (int n = 0; n < nb; n++) {
+                const float* x = bottom + (long)n * C * H * W;
+                const float* g = topT + (long)n * P * F + fb;
+                for (int y = 0; y < oh; y++)
+                    for (int x_ = 0; x_ < ow; x_++) {
+                        const float* s = x + y * W + x_;
+                        const float* w = g + (long)(y * ow + x_) * F;
+                        const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
+#define CONVAE_AT(t) (s + ks[t])
+                        CONVAE_STEPS_512(CONVAE_AT)
+#undef CONVAE_AT
+                    }
+            }
+            float result[CONVAE_PIXELS_512][32];
+            convae_store_block_512(acc, result);
+            for (int t = 0; t < real; t++)
+                for (int f = 0; f < 32; f++)
+                    dW[(long)(k0 + t) * F + fb + f] += result[t][f];
+        }
+    }
+}

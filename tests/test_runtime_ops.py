@@ -115,8 +115,9 @@ def test_batched_corr_rejects_shapes_that_do_not_fit():
 def test_repeat_and_its_adjoint_axis_sum():
     x = np.random.RandomState(1).randn(3, 4, 5, 6).astype("float32")
     for axis in range(5):
-        expected = np.repeat(np.expand_dims(x, axis), 3, axis=axis)
-        np.testing.assert_array_equal(compiled(Repeat(axis, 3), x), expected)
+        for times in (2, 3):  # 2 on the last axis: the upscaling's pair loop
+            expected = np.repeat(np.expand_dims(x, axis), times, axis=axis)
+            np.testing.assert_array_equal(compiled(Repeat(axis, times), x), expected)
     for axis in range(4):
         expected = x.astype(np.float64).sum(axis=axis).astype(np.float32)
         np.testing.assert_array_equal(compiled(AxisSum(axis), x), expected)

@@ -164,11 +164,16 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
     int nb = (int)(CONVAE_DIRECT_CHUNK_BYTES / (((long)C * H * W + (long)P * F) * sizeof(float)));
     nb = nb < 1 ? 1 : nb;
     const int steps = direction == CONVAE_GRAD_WEIGHTS ? (N + nb - 1) / nb : N;
+    /* Wide output rows: the AVX-512 weight gradient takes pixels in vectors,
+       reading top in place (no transposed copy). */
+    const int by_rows = wide && direction == CONVAE_GRAD_WEIGHTS && W - kw + 1 >= 16
+                        && F % 4 == 0;
     int failed = 0;
     #pragma omp parallel
     {
         const size_t scratch = direction == CONVAE_GRAD_INPUTS ? (size_t)H * W * C
-                             : (direction == CONVAE_GRAD_WEIGHTS ? (size_t)nb * P * F : 0);
+                             : (direction == CONVAE_GRAD_WEIGHTS && !by_rows
+                                ? (size_t)nb * P * F : 0);
         float* tmp = scratch ? (float*)malloc(scratch * sizeof(float)) : NULL;
         #pragma omp for schedule(static)
         for (int step = 0; step < steps; step++) {
@@ -184,6 +189,12 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
                 (wide ? convae_avx512_grad_inputs : convae_avx2_grad_inputs)(
                     b + (long)step * F * P, w, out + (long)step * C * H * W,
                     tmp, C, H, W, F, kh, kw);
+            } else if (by_rows) {
+                const int n0 = step * nb, m = N - n0 < nb ? N - n0 : nb;
+                convae_avx512_grad_weights_rows(a + (long)n0 * C * H * W,
+                                                b + (long)n0 * F * P, kofs,
+                                                w + (long)convae_thread_num() * K * F,
+                                                m, C, H, W, F, kh, kw);
             } else {
                 const int n0 = step * nb, m = N - n0 < nb ? N - n0 : nb;
                 for (int n = 0; n < m; n++)

@@ -163,3 +163,50 @@ static void convae_avx512_grad_weights(const float* bottom, const float* topT,
         }
     }
 }
+
+/* The gradient for the weights where output rows are wide (ow >= 16, as
+   the post's first layer's 24): pixels in vectors, 16 columns of a row at a
+   time (a shorter last chunk masked), the sums of 4 filters x 5 taps in 20
+   registers, reduced once at the end. Reads top as it is, (nb, F, P): no
+   transposed copy. Adds into dW (K, F) as convae_avx512_grad_weights does;
+   F % 4 == 0. */
+__attribute__((target("avx512f")))
+static void convae_avx512_grad_weights_rows(const float* bottom, const float* top,
+                                            const int* kofs, float* dW, int nb, int C,
+                                            int H, int W, int F, int kh, int kw)
+{
+    const int oh = H - kh + 1, ow = W - kw + 1, P = oh * ow, K = C * kh * kw;
+    for (int f0 = 0; f0 < F; f0 += 4)
+        for (int k0 = 0; k0 < K; k0 += 5) {
+            int ks[5];
+            const int real = K - k0 < 5 ? K - k0 : 5;
+            for (int t = 0; t < 5; t++)
+                ks[t] = kofs[k0 + (t < real ? t : real - 1)];
+            __m512 acc[4][5];
+            for (int f = 0; f < 4; f++)
+                for (int t = 0; t < 5; t++)
+                    acc[f][t] = _mm512_setzero_ps();
+            for (int n = 0; n < nb; n++) {
+                const float* x = bottom + (long)n * C * H * W;
+                const float* g = top + ((long)n * F + f0) * P;
+                for (int y = 0; y < oh; y++)
+                    for (int x0 = 0; x0 < ow; x0 += 16) {
+                        const __mmask16 lanes = ow - x0 >= 16
+                            ? (__mmask16)0xFFFF : (__mmask16)((1u << (ow - x0)) - 1);
+                        const float* s = x + y * W + x0;
+                        const float* gr = g + y * ow + x0;
+                        __m512 tops[4];
+                        for (int f = 0; f < 4; f++)
+                            tops[f] = _mm512_maskz_loadu_ps(lanes, gr + (long)f * P);
+                        for (int t = 0; t < 5; t++) {
+                            const __m512 v = _mm512_maskz_loadu_ps(lanes, s + ks[t]);
+                            for (int f = 0; f < 4; f++)
+                                acc[f][t] = _mm512_fmadd_ps(tops[f], v, acc[f][t]);
+                        }
+                    }
+            }
+            for (int t = 0; t < real; t++)
+                for (int f = 0; f < 4; f++)
+                    dW[(long)(k0 + t) * F + f0 + f] += _mm512_reduce_add_ps(acc[f][t]);
+        }
+}

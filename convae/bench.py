@@ -17,6 +17,10 @@ count and compile directory are set before Theano loads):
 * ``cpu`` (model name, family/model, the SIMD features convae's kernels
   use), ``blas_core`` (the OpenBLAS core that ran) and ``kernels`` (the
   kernel each convolution ran with, as the C code reports it);
+* with ``--pytorch PYTHON``: ``scripts/bench_pytorch.py`` (the same network
+  in PyTorch, CPU eager) run by that Python right after, on the same batches
+  and threads: ``pytorch_train_images_per_s``, ``pytorch_eval_images_per_s``
+  and the ratios ``train_vs_pytorch``, ``eval_vs_pytorch``;
 * ``compile_cold_s`` / ``compile_warm_s``: getting the network and its three
   functions as the training command does, with an empty and with a filled
   compile directory (warm, that is loading them from convae's function cache,
@@ -186,15 +190,37 @@ class BenchError(ValueError):
 
 
 def check_data(args):
-    """Find (or download) the MNIST training files before any child starts."""
+    """Find (or download) the MNIST training files before any child starts;
+    returns the directory that holds them."""
     from convae import data
     names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
-    data.dataset_files("mnist", args.data_dir, names=names)
+    paths = data.dataset_files("mnist", args.data_dir, names=names)
     if args.batch_size * args.batches > TRAINING_IMAGES:
         raise BenchError("--batches {} of --batch-size {} need {} images; MNIST's "
                          "training set has {}".format(args.batches, args.batch_size,
                                                       args.batch_size * args.batches,
                                                       TRAINING_IMAGES))
+    return os.path.dirname(paths[names[0]])
+
+
+def pytorch_rates(args, data_dir):
+    """scripts/bench_pytorch.py's JSON, run by ``args.pytorch`` (a Python with PyTorch)."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "scripts", "bench_pytorch.py")
+    if not os.path.isfile(script):
+        raise BenchError("--pytorch: no {} (it comes with convae's source)".format(script))
+    try:
+        done = subprocess.run([args.pytorch, script, "--data-dir", data_dir,
+                               "--batch-size", str(args.batch_size),
+                               "--batches", str(args.batches), "--threads", str(args.threads)],
+                              capture_output=True, text=True)
+    except OSError as e:
+        raise BenchError("--pytorch {}: {}".format(args.pytorch, e.strerror))
+    if done.returncode != 0:
+        said = [line for line in done.stderr.splitlines() if line.strip()]
+        raise BenchError("--pytorch {}: {}".format(args.pytorch, said[-1] if said else
+                                                   "exit code {}".format(done.returncode)))
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
@@ -209,6 +235,9 @@ def main(argv=None):
     parser.add_argument("--no-cold", action="store_true",
                         help="skip the cold compile (about a minute)")
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
+    parser.add_argument("--pytorch", metavar="PYTHON",
+                        help="also time scripts/bench_pytorch.py with this Python (one "
+                        "with PyTorch), in the same run")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-function-cache", action="store_true", help=argparse.SUPPRESS)
@@ -221,7 +250,9 @@ def main(argv=None):
 def bench(args):
     """Measure in child processes and print the report; returns 0."""
     from convae.runtime.defaults import default_flags
-    check_data(args)
+    data_dir = check_data(args)
+    if args.pytorch and not shutil.which(args.pytorch):
+        raise BenchError("--pytorch {}: no such Python".format(args.pytorch))
     report = {"batch_size": args.batch_size, "threads": args.threads}
     cold_dir = tempfile.mkdtemp(prefix="convae-bench-")
     try:
@@ -251,6 +282,16 @@ def bench(args):
         first_step_warm_s=round(warm["first_step_s"], 2),
         cpu=cpu_description(), blas=warm["blas"], blas_core=warm["blas_core"],
         kernels=warm["kernels"], theano_defaults=default_flags())
+    if args.pytorch:
+        torch = pytorch_rates(args, data_dir)
+        report.update(
+            pytorch_train_images_per_s=torch["train_images_per_s"],
+            pytorch_eval_images_per_s=torch["eval_images_per_s"],
+            train_vs_pytorch=round(report["train_images_per_s"]
+                                   / torch["train_images_per_s"], 2),
+            eval_vs_pytorch=round(report["eval_images_per_s"]
+                                  / torch["eval_images_per_s"], 2),
+            pytorch=torch["torch"])
     for name in ("train_efficiency", "eval_efficiency"):
         if report[name] > 1.0:
             raise BenchError("{} came out at {}: faster than the BLAS's own matrix product "

@@ -55,3 +55,12 @@ def test_an_efficiency_above_one_is_an_error_not_a_number(mnist_dir, capsys, mon
     family = [line.split(":")[1].strip() for line in first.splitlines()
               if line.startswith(("cpu family", "model\t"))]
     assert report["cpu"]["family_model"] == "/".join(family)
+
+
+def test_a_missing_pytorch_python_is_one_line_before_measuring(mnist_dir, tmp_path, capsys,
+                                                                monkeypatch):
+    monkeypatch.setattr(bench, "child", fake_child(240.0))
+    missing = str(tmp_path / "no-python")
+    assert bench.main(["--data-dir", mnist_dir, "--pytorch", missing]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "convae-bench: error: --pytorch {}: no such Python".format(missing)

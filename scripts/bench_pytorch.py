@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""The post's network in PyTorch (CPU, eager), timed as ``python -m convae.bench`` times convae.
+
+Same shapes, tied weights (each transposed convolution uses the matching
+convolution's filters, plus a bias of its own), dropout 0.5 before and after
+the code, Adam at lr 1e-3, squared error, batch 128, float32, real MNIST.
+PyTorch is not one of convae's requirements: run this in an environment of
+its own (see the README's Speed section), e.g.
+
+    python3 -m venv .venv-torch && .venv-torch/bin/pip install torch==2.13.0 'numpy<2'
+    .venv-torch/bin/python scripts/bench_pytorch.py --data-dir ../shared/data/mnist
+
+Prints one JSON object: train_images_per_s and eval_images_per_s at steady
+state (after two warm-up batches, over --batches batches), threads, batch
+size and the PyTorch version. ``python -m convae.bench --pytorch PYTHON``
+runs it in the same run as convae's own measurement.
+"""
+import argparse
+import gzip
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGES = "train-images-idx3-ubyte.gz"
+
+
+class ConvolutionalAutoencoder(nn.Module):
+    """(N, 1, 28, 28) -> (N, 1, 28, 28), the post's layers with tied filters."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 5)
+        self.conv2 = nn.Conv2d(32, 32, 5)
+        self.code = nn.Linear(512, 256)
+        self.expand = nn.Linear(256, 512)
+        self.deconv2_bias = nn.Parameter(torch.zeros(32))
+        self.deconv1_bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        h = F.max_pool2d(torch.tanh(self.conv1(x)), 2)
+        h = F.max_pool2d(torch.tanh(self.conv2(h)), 2)
+        h = torch.tanh(self.code(F.dropout(h.flatten(1), 0.5, self.training)))
+        h = torch.tanh(self.expand(F.dropout(h, 0.5, self.training)))
+        h = F.interpolate(h.view(-1, 32, 4, 4), scale_factor=2, mode="nearest")
+        h = F.relu(F.conv_transpose2d(h, self.conv2.weight, self.deconv2_bias))
+        h = F.interpolate(h, scale_factor=2, mode="nearest")
+        return F.relu(F.conv_transpose2d(h, self.conv1.weight, self.deconv1_bias))
+
+
+def training_images(data_dir, count):
+    """The first ``count`` MNIST training images, float32 (count, 1, 28, 28) / 256."""
+    path = os.path.join(data_dir, IMAGES)
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read(16 + count * 784)
+    if len(raw) < 16 + count * 784 or int.from_bytes(raw[:4], "big") != 2051:
+        sys.exit("bench_pytorch: {} is not an MNIST image file of {} images".format(
+            path, count))
+    pixels = np.frombuffer(raw, np.uint8, offset=16).reshape(count, 1, 28, 28)
+    return torch.from_numpy(pixels.astype(np.float32) / np.float32(256))
+
+
+def rate(step, batches):
+    """Images per second of step over the batches, after two warm-up calls."""
+    for batch in batches[:2]:
+        step(batch)
+    start = time.perf_counter()
+    for batch in batches:
+        step(batch)
+    return sum(len(b) for b in batches) / (time.perf_counter() - start)
+
+
+def main(argv=None):
+    """Time training and evaluation; prints one JSON object."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", required=True, help="directory with MNIST's IDX files")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    args = parser.parse_args(argv)
+    torch.manual_seed(1)
+    torch.set_num_threads(args.threads)
+    images = training_images(args.data_dir, args.batch_size * args.batches)
+    batches = list(images.split(args.batch_size))
+    model = ConvolutionalAutoencoder()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def train_step(x):
+        optimizer.zero_grad()
+        loss = F.mse_loss(model(x), x)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    def eval_step(x):
+        with torch.no_grad():
+            return F.mse_loss(model(x), x).item()
+
+    model.train()
+    train = rate(train_step, batches)
+    model.eval()
+    evaluate = rate(eval_step, batches)
+    print(json.dumps({"train_images_per_s": round(train, 1),
+                      "eval_images_per_s": round(evaluate, 1),
+                      "threads": args.threads, "batch_size": args.batch_size,
+                      "torch": torch.__version__}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

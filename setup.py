@@ -25,6 +25,7 @@ setup(
         "matplotlib>=3.5,<3.8",
         "Theano==1.0.5",
         "Lasagne>=0.1",
+        "tqdm>=4.60",
     ],
     extras_require={"test": ["pytest"]},
     package_data={"convae": ["weights/*.npz", "weights/*.jsonl",

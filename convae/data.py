@@ -26,6 +26,7 @@ import urllib.request
 import zlib
 
 import numpy as np
+from tqdm import tqdm
 
 from convae.files import plain_file_mode
 
@@ -193,9 +194,13 @@ def download(dataset, name, directory, mirrors=None, timeout=60):
                     urllib.request.urlopen(url, timeout=timeout) as response:
                 length = response.headers.get("Content-Length")
                 size = 0
-                for chunk in iter(lambda: response.read(1 << 20), b""):
-                    out.write(chunk)
-                    size += len(chunk)
+                # A progress bar on a terminal (quiet otherwise), gone when done.
+                with tqdm(total=int(length) if length else None, desc=name, unit="B",
+                          unit_scale=True, leave=False, disable=None) as bar:
+                    for chunk in iter(lambda: response.read(1 << 20), b""):
+                        out.write(chunk)
+                        size += len(chunk)
+                        bar.update(len(chunk))
             if length is not None and size != int(length):
                 raise DataError("got {} of {} bytes".format(size, length))
             if not sha256_ok(tmp, dataset, name):

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import NamedTuple, Optional
 
 import numpy as np
+from tqdm import tqdm
 
 import convae
 import lasagne
@@ -171,7 +172,8 @@ def architecture(network):
 class Run:
     """One training run's state: compiled functions, data order, position and metrics."""
 
-    def __init__(self, settings, out_dir, log=print, progress=None):
+    def __init__(self, settings, out_dir, log=print, progress=False):
+        """progress: show a progress bar per epoch (on a terminal only)."""
         self.settings = settings
         self.out_dir = out_dir
         self.log = log
@@ -247,23 +249,24 @@ class Run:
             order = self.shuffle_rng.permutation(len(X_train))
             start, first = time.time(), self.batch
             batches = iterate_minibatches(X_train, batch_size, order)
-            for index, batch in enumerate(batches):
-                if index < self.batch:
-                    continue
-                err = float(train_fn(batch))
-                if not np.isfinite(err):
-                    raise TrainingError(
-                        "training loss became {} in epoch {}, batch {}; stopped "
-                        "without saving: {} (try a lower --lr)".format(
-                            err, self.epoch + 1, index + 1, self.last_good_checkpoint()))
-                self.err_sum += err
-                self.batch = index + 1
-                if self.progress:
-                    self.progress(self.epoch + 1, epochs, self.batch, n_batches,
-                                  self.err_sum / self.batch)
-                if stop_requested() and self.batch < n_batches:
-                    self.save()
-                    return False
+            with self.progress_bar(epochs, n_batches) as bar:
+                for index, batch in enumerate(batches):
+                    if index < self.batch:
+                        continue
+                    err = float(train_fn(batch))
+                    if not np.isfinite(err):
+                        raise TrainingError(
+                            "training loss became {} in epoch {}, batch {}; stopped "
+                            "without saving: {} (try a lower --lr)".format(
+                                err, self.epoch + 1, index + 1, self.last_good_checkpoint()))
+                    self.err_sum += err
+                    self.batch = index + 1
+                    bar.update(batch_size)
+                    bar.set_postfix(loss="{:.6f}".format(self.err_sum / self.batch),
+                                    refresh=False)
+                    if stop_requested() and self.batch < n_batches:
+                        self.save()
+                        return False
             seconds = time.time() - start
             val_err = mean_loss(val_fn, X_val)
             if not np.isfinite(val_err):
@@ -286,6 +289,15 @@ class Run:
                 return False
         return True
 
+    def progress_bar(self, epochs, n_batches):
+        """A tqdm bar over this epoch's training images (rate, time left, running
+        loss); it vanishes when the epoch ends, and is off unless ``progress``
+        is on and stderr is a terminal."""
+        batch_size = self.settings.batch_size
+        return tqdm(total=n_batches * batch_size, initial=self.batch * batch_size,
+                    desc="Epoch {}/{}".format(self.epoch + 1, epochs), unit="img",
+                    leave=False, dynamic_ncols=True, disable=None if self.progress else True)
+
     def report_dead_network(self, X_val, images=100):
         """Say so, once, if the network gives every input the same reconstruction.
 
@@ -300,18 +312,6 @@ class Run:
             self.log("Warning: the network now gives every input the same "
                      "reconstruction: its units have died and training cannot revive "
                      "them (lr {:g}); start again with a lower --lr".format(self.settings.lr))
-
-
-def terminal_progress(epoch, epochs, batch, n_batches, loss):
-    """Draw an in-place progress bar on stderr."""
-    width = 30
-    filled = width * batch // n_batches
-    sys.stderr.write("\rEpoch {}/{} [{}{}] {}/{} loss {:.6f}".format(
-        epoch, epochs, "#" * filled, "." * (width - filled), batch, n_batches,
-        loss))
-    if batch == n_batches:
-        sys.stderr.write("\r" + " " * (width + 50) + "\r")
-    sys.stderr.flush()
 
 
 def parse_args(argv=None):
@@ -443,8 +443,7 @@ def main(argv=None):
         X_train, X_val, X_test = prepare_data(settings, args.data_dir)
         print("Compiling the network (Theano caches this after the first run)...",
               flush=True)
-        run = Run(settings, args.out, progress=terminal_progress
-                  if sys.stderr.isatty() else None)
+        run = Run(settings, args.out, progress=True)
         if saved is not None:
             run.restore(saved)
             run.epochs = epochs

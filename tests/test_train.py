@@ -394,3 +394,43 @@ def test_ctrl_c_while_loading_is_one_line():
                           capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert done.stderr.strip() == "convae: interrupted while loading Theano and Lasagne"
+
+
+def run_on(mnist_dir, out, terminal):
+    """The training command's stderr, with stderr a terminal (a pty) or a pipe."""
+    command = [sys.executable, "-m", "convae.train", "--data-dir", mnist_dir, "--out", str(out),
+               "--epochs", "1", "--limit-train", "2000", "--limit-val", "200",
+               "--batch-size", "50"]
+    if not terminal:
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+    import fcntl
+    import pty
+    import struct
+    import termios
+    main_fd, child_fd = pty.openpty()
+    # A terminal of 24 rows and 100 columns (a new pty has none: no room for a bar).
+    fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=child_fd)
+    os.close(child_fd)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait(timeout=600) == 0
+    os.close(main_fd)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_on_a_terminal_only(mnist_dir, tmp_path):
+    shown = run_on(mnist_dir, tmp_path / "tty", terminal=True)
+    # tqdm's bar: the epoch, images done of the total, rate, time left, loss.
+    assert "Epoch 1/1" in shown and "/2000" in shown and "img/s" in shown
+    assert "<" in shown and "loss=0." in shown
+    assert run_on(mnist_dir, tmp_path / "pipe", terminal=False) == ""

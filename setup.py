@@ -26,6 +26,7 @@ setup(
         "Theano==1.0.5",
         "Lasagne>=0.1",
         "tqdm>=4.60",
+        "onnx>=1.14",
     ],
     extras_require={"test": ["pytest"]},
     package_data={"convae": ["weights/*.npz", "weights/*.jsonl",
@@ -34,5 +35,6 @@ setup(
         "convae-train = convae.train:main",
         "convae-reconstruct = convae.reconstruct:main",
         "convae-figures = convae.make_figures:main",
+        "convae-export = convae.export:main",
     ]},
 )

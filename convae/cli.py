@@ -47,10 +47,15 @@ def seed(text):
                    "an integer from 0 to {}".format(MAX_SEED))
 
 
-def common_arguments(parser):
-    """Add the flags shared by the figure commands: weights and data."""
+def weights_argument(parser):
+    """Add --weights: a model.npz, its run directory, or (default) the shipped weights."""
     parser.add_argument("--weights", help="model.npz from convae-train, or its run "
                         "directory (default: the weights shipped with convae)")
+
+
+def common_arguments(parser):
+    """Add the flags shared by the figure commands: weights and data."""
+    weights_argument(parser)
     parser.add_argument("--data-dir", help="directory with the IDX files "
                         "(default: as convae-train)")
     parser.add_argument("--dataset", choices=sorted(data.DATASETS), default="mnist")

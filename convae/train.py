@@ -173,7 +173,8 @@ class Run:
     """One training run's state: compiled functions, data order, position and metrics."""
 
     def __init__(self, settings, out_dir, log=print, progress=False):
-        """progress: show a progress bar per epoch (on a terminal only)."""
+        """progress: a progress bar per epoch: True (always, as in a notebook),
+        None (where stderr is a terminal, as the command has it) or False."""
         self.settings = settings
         self.out_dir = out_dir
         self.log = log
@@ -291,12 +292,12 @@ class Run:
 
     def progress_bar(self, epochs, n_batches):
         """A tqdm bar over this epoch's training images (rate, time left, running
-        loss); it vanishes when the epoch ends, and is off unless ``progress``
-        is on and stderr is a terminal."""
+        loss); it vanishes when the epoch ends (see ``progress``)."""
         batch_size = self.settings.batch_size
         return tqdm(total=n_batches * batch_size, initial=self.batch * batch_size,
                     desc="Epoch {}/{}".format(self.epoch + 1, epochs), unit="img",
-                    leave=False, dynamic_ncols=True, disable=None if self.progress else True)
+                    leave=False, dynamic_ncols=True,
+                    disable=None if self.progress is None else not self.progress)
 
     def report_dead_network(self, X_val, images=100):
         """Say so, once, if the network gives every input the same reconstruction.
@@ -443,7 +444,7 @@ def main(argv=None):
         X_train, X_val, X_test = prepare_data(settings, args.data_dir)
         print("Compiling the network (Theano caches this after the first run)...",
               flush=True)
-        run = Run(settings, args.out, progress=True)
+        run = Run(settings, args.out, progress=None)
         if saved is not None:
             run.restore(saved)
             run.epochs = epochs

@@ -3,10 +3,61 @@
 #  1. OpenBLAS from the distribution (libopenblas-dev), which Theano links for
 #     its BLAS calls and gemm-based convolutions, and Fashion-MNIST
 #     (dataset-fashion-mnist, 30 MB) for --dataset fashion;
-#  2. a virtual environment in .venv with requirements.txt and convae itself.
+#  2. a virtual environment in .venv with requirements.txt and convae itself,
+#     made with CPython 3.9 to 3.11 (Theano 1.0.5 needs numpy < 1.24, whose
+#     wheels stop at 3.11): $PYTHON, else one on PATH, else (a machine whose
+#     only Python is newer, as Ubuntu 24.04's 3.12 or Debian 13's 3.13) a
+#     CPython 3.11 that uv installs (uv from PATH, or from PyPI into .venv-uv).
 # Safe to run again: it only does what is missing or out of date.
+# `bash scripts/setup.sh --which-python` prints the interpreter it would use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+supported() {  # is $1 a CPython 3.9 to 3.11?
+    "$1" -c 'import sys; sys.exit(not (3, 9) <= sys.version_info[:2] <= (3, 11))' \
+        >/dev/null 2>&1
+}
+
+find_uv() {  # prints a uv to use: on PATH, or installed from PyPI into .venv-uv
+    if command -v uv >/dev/null 2>&1; then
+        command -v uv
+        return 0
+    fi
+    if [ -x .venv-uv/bin/uv ] || { command -v python3 >/dev/null 2>&1 &&
+            python3 -m venv .venv-uv >/dev/null 2>&1 &&
+            .venv-uv/bin/python -m pip install -q --disable-pip-version-check uv >&2; }; then
+        echo .venv-uv/bin/uv
+        return 0
+    fi
+    rm -rf .venv-uv
+    return 1
+}
+
+find_python() {  # prints the interpreter for .venv, or says how to get one
+    local candidate uv
+    for candidate in "${PYTHON:-}" python3.11 python3.10 python3.9 python3; do
+        if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 &&
+           supported "$candidate"; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
+    if uv=$(find_uv) && "$uv" python install 3.11 >&2 &&
+       candidate=$("$uv" python find 3.11) && supported "$candidate"; then
+        echo "$candidate"
+        return 0
+    fi
+    echo "setup: convae needs CPython 3.9 to 3.11 (Theano 1.0.5 needs numpy < 1.24)" \
+         "and found none, nor could uv install one. Get one with:" \
+         "python3 -m pip install --user uv && ~/.local/bin/uv python install 3.11" \
+         "(then run this again), or set PYTHON=/path/to/python3.11" >&2
+    return 1
+}
+
+if [ "${1:-}" = "--which-python" ]; then
+    find_python
+    exit
+fi
 
 have_openblas() {  # the same places convae/runtime/openblas.py looks
     local f
@@ -29,18 +80,7 @@ if [ -n "$packages" ]; then
 fi
 
 if [ ! -x .venv/bin/python ]; then
-    python=""
-    for candidate in "${PYTHON:-}" python3.11 python3.10 python3.9 python3; do
-        if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 &&
-           "$candidate" -c 'import sys; sys.exit(not (3, 9) <= sys.version_info[:2] <= (3, 11))'; then
-            python=$candidate
-            break
-        fi
-    done
-    if [ -z "$python" ]; then
-        echo "setup: convae needs CPython 3.9 to 3.11 (Theano 1.0.5 needs numpy < 1.24); none found. Set PYTHON=/path/to/python3.11" >&2
-        exit 1
-    fi
+    python=$(find_python)
     "$python" -m venv .venv
 fi
 

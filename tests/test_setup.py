@@ -1,0 +1,63 @@
+"""scripts/setup.sh's choice of interpreter, on machines whose only Python is too new.
+
+A real CPython 3.12-only machine and uv's download of a CPython (from outside
+PyPI) cannot be had here: stand-ins on PATH play them.
+"""
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SETUP = os.path.join(REPO, "scripts", "setup.sh")
+
+
+def machine(tmp_path, programs):
+    """A PATH holding only the given stand-in programs and the tools setup.sh needs."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("dirname", "rm"):
+        os.symlink(subprocess.check_output(["which", tool], text=True).strip(), bin_dir / tool)
+    for name, script in programs.items():
+        (bin_dir / name).write_text("#!/bin/bash\n" + script)
+        (bin_dir / name).chmod(0o755)
+    return str(bin_dir)
+
+
+def which_python(path):
+    env = {"PATH": path, "HOME": os.environ.get("HOME", "/root")}
+    return subprocess.run(["/bin/bash", SETUP, "--which-python"], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+# A CPython 3.12 as Ubuntu 24.04 has it: it fails convae's version check (and
+# has no venv module to install uv with).
+PYTHON_312 = 'case "$*" in *version_info*) exit 1;; *) echo "python3.12: $*" >&2; exit 1;; esac\n'
+
+
+def test_a_supported_python_on_path_is_used(tmp_path):
+    real = sys.executable  # the tests run on CPython 3.9 to 3.11
+    path = machine(tmp_path, {"python3.11": 'exec {} "$@"\n'.format(real)})
+    done = which_python(path)
+    assert done.returncode == 0 and done.stdout.strip() == os.path.join(path, "python3.11")
+
+
+def test_only_a_newer_python_and_uv_gets_a_cpython_3_11_from_uv(tmp_path):
+    real = sys.executable
+    log = tmp_path / "uv.log"
+    uv = ('echo "$*" >> {log}\n'
+          'case "$*" in "python install 3.11") exit 0;; "python find 3.11") echo {real};;'
+          ' *) exit 2;; esac\n').format(log=log, real=real)
+    done = which_python(machine(tmp_path, {"python3": PYTHON_312, "uv": uv}))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == real
+    assert log.read_text().splitlines() == ["python install 3.11", "python find 3.11"]
+
+
+def test_only_a_newer_python_and_no_uv_says_the_command_that_would(tmp_path):
+    done = which_python(machine(tmp_path, {"python3": PYTHON_312}))
+    assert done.returncode == 1 and done.stdout == ""
+    message = done.stderr.strip()
+    assert message.count("\n") == 0
+    assert "needs CPython 3.9 to 3.11" in message
+    assert "python3 -m pip install --user uv && ~/.local/bin/uv python install 3.11" in message
+    assert not os.path.exists(os.path.join(REPO, ".venv-uv"))

@@ -16,7 +16,7 @@ class PathError(ValueError):
     """A path given on the command line cannot be used; the message is one line."""
 
 
-# What the figure commands report as a one-line error rather than a traceback.
+# What the commands report as a one-line error rather than a traceback.
 USER_ERRORS = (ValueError, data.DataError, ParameterFileError, OSError)
 
 

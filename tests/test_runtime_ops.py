@@ -31,7 +31,9 @@ CONV_SHAPES = [(16, 1, 28, 32, 5), (16, 32, 12, 32, 5), (13, 32, 12, 32, 5),
                # For the AVX-512 kernels too: 64 filters (two blocks of 32), a
                # pixel count that is no multiple of 12, 32 input channels with
                # 5 filters (only the gradient for the inputs fits its blocks).
-               (3, 32, 9, 64, (3, 2)), (4, 32, 10, 5, 3)]
+               (3, 32, 9, 64, (3, 2)), (4, 32, 10, 5, 3),
+               # Rows of 39 pixels: two and a half vectors of 16 in the row kernels.
+               (2, 1, 40, 32, 3)]
 # The channels each direct kernel keeps in registers come in blocks of this many.
 KERNEL_BLOCKS = {"avx512": 32, "avx2": 16, "blas": 1, "auto": 1}
 
@@ -185,10 +187,9 @@ def test_auto_runs_the_widest_kernel_this_cpu_has_and_says_which():
     bottom, weights, _ = conv_case((4, 32, 12, 32, 5))
     KERNELS_RUN.clear()
     compiled(BatchedCorr("forward"), bottom, weights)
-    compiled(BatchedCorr("forward"), bottom[:, :1], weights[:, :1])  # a short sum
+    compiled(BatchedCorr("grad_inputs"), weights[:5], bottom[:, :5, :8, :9])  # C=32, F=5
     flags = cpu_flags()
     widest = ("avx512" if "avx512f" in flags else
               "avx2" if {"avx2", "fma"} <= flags else "blas")
     assert KERNELS_RUN["forward C=32 F=32 12x13 filter 5x5"] == widest
-    assert KERNELS_RUN["forward C=1 F=32 12x13 filter 5x5"] == (
-        "avx2" if {"avx2", "fma"} <= flags else "blas")
+    assert KERNELS_RUN["grad_inputs C=32 F=5 12x13 filter 5x5"] == widest

@@ -103,12 +103,10 @@ static int convae_kernel_fits(convae_kernel kernel, convae_direction direction,
     return kernel == CONVAE_BLAS;
 }
 
-/* The kernel CONVAE_AUTO runs: AVX-512, AVX2, BLAS, the first that fits;
-   a short forward sum (K < 64) goes to AVX2's kernel for short sums. */
-static convae_kernel convae_auto_kernel(convae_direction direction, int C, int F, int K)
+/* The kernel CONVAE_AUTO runs: AVX-512, AVX2, BLAS, the first that fits. */
+static convae_kernel convae_auto_kernel(convae_direction direction, int C, int F)
 {
-    if (convae_kernel_fits(CONVAE_AVX512, direction, C, F)
-            && !(direction == CONVAE_FORWARD && K < 64))
+    if (convae_kernel_fits(CONVAE_AVX512, direction, C, F))
         return CONVAE_AVX512;
     if (convae_kernel_fits(CONVAE_AVX2, direction, C, F))
         return CONVAE_AVX2;
@@ -164,10 +162,9 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
     int nb = (int)(CONVAE_DIRECT_CHUNK_BYTES / (((long)C * H * W + (long)P * F) * sizeof(float)));
     nb = nb < 1 ? 1 : nb;
     const int steps = direction == CONVAE_GRAD_WEIGHTS ? (N + nb - 1) / nb : N;
-    /* Wide output rows: the AVX-512 weight gradient takes pixels in vectors,
-       reading top in place (no transposed copy). */
-    const int by_rows = wide && direction == CONVAE_GRAD_WEIGHTS && W - kw + 1 >= 16
-                        && F % 4 == 0;
+    /* Wide output rows: the AVX-512 forward correlation and weight gradient
+       take pixels in vectors, reading the images in place. */
+    const int by_rows = wide && direction != CONVAE_GRAD_INPUTS && W - kw + 1 >= 16;
     int failed = 0;
     #pragma omp parallel
     {
@@ -180,7 +177,8 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
             if (scratch && tmp == NULL) {
                 failed = 1;
             } else if (direction == CONVAE_FORWARD) {
-                (wide ? convae_avx512_forward
+                (by_rows ? convae_avx512_forward_rows
+                 : wide ? convae_avx512_forward
                       : K < 64 && P % 8 == 0 ? convae_avx2_forward_short
                       : convae_avx2_forward)(
                     a + (long)step * C * H * W, w, kofs, out + (long)step * F * P,
@@ -189,7 +187,7 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
                 (wide ? convae_avx512_grad_inputs : convae_avx2_grad_inputs)(
                     b + (long)step * F * P, w, out + (long)step * C * H * W,
                     tmp, C, H, W, F, kh, kw);
-            } else if (by_rows) {
+            } else if (by_rows) {  /* the weight gradient */
                 const int n0 = step * nb, m = N - n0 < nb ? N - n0 : nb;
                 convae_avx512_grad_weights_rows(a + (long)n0 * C * H * W,
                                                 b + (long)n0 * F * P, kofs,
@@ -346,7 +344,7 @@ static int convae_corr(convae_direction direction, convae_kernel kernel,
 {
     const int N = s[0], C = s[1], H = s[2], W = s[3], F = s[4], kh = s[5], kw = s[6];
     if (kernel == CONVAE_AUTO)
-        kernel = convae_auto_kernel(direction, C, F, C * kh * kw);
+        kernel = convae_auto_kernel(direction, C, F);
     else if (!convae_kernel_fits(kernel, direction, C, F)) {
         PyErr_Format(PyExc_ValueError, "BatchedCorr: the %s kernel cannot run the %s "
                      "correlation of C=%d, F=%d channels on this CPU",

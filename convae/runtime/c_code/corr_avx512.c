@@ -210,3 +210,45 @@ static void convae_avx512_grad_weights_rows(const float* bottom, const float* to
                     dW[(long)(k0 + t) * F + f0 + f] += _mm512_reduce_add_ps(acc[f][t]);
         }
 }
+
+/* The forward correlation where output rows are wide (ow >= 16, as the
+   post's first layer's 24), for one image: pixels in vectors, two chunks of
+   16 columns of a row (a shorter or empty chunk masked), the sums of 8
+   filters for both in 16 registers, stored straight into y (F, oh, ow) with
+   no transposing. Same arguments as convae_avx512_forward; F % 8 == 0. */
+__attribute__((target("avx512f")))
+static void convae_avx512_forward_rows(const float* x, const float* Wt, const int* kofs,
+                                       float* y, int C, int H, int W, int F,
+                                       int kh, int kw)
+{
+    const int oh = H - kh + 1, ow = W - kw + 1, P = oh * ow, K = C * kh * kw;
+    for (int r = 0; r < oh; r++)
+        for (int x0 = 0; x0 < ow; x0 += 32) {
+            const int left = ow - x0, right = left - 16;
+            const __mmask16 first = left >= 16 ? (__mmask16)0xFFFF
+                                               : (__mmask16)((1u << left) - 1);
+            const __mmask16 second = right >= 16 ? (__mmask16)0xFFFF
+                                   : right > 0 ? (__mmask16)((1u << right) - 1) : 0;
+            const float* s = x + r * W + x0;
+            float* out = y + r * ow + x0;
+            for (int f0 = 0; f0 < F; f0 += 8) {
+                __m512 acc[8][2];
+                for (int f = 0; f < 8; f++)
+                    acc[f][0] = acc[f][1] = _mm512_setzero_ps();
+                for (int k = 0; k < K; k++) {
+                    const __m512 v0 = _mm512_maskz_loadu_ps(first, s + kofs[k]);
+                    const __m512 v1 = _mm512_maskz_loadu_ps(second, s + kofs[k] + 16);
+                    const float* w = Wt + (long)k * F + f0;
+                    for (int f = 0; f < 8; f++) {
+                        const __m512 wf = _mm512_set1_ps(w[f]);
+                        acc[f][0] = _mm512_fmadd_ps(wf, v0, acc[f][0]);
+                        acc[f][1] = _mm512_fmadd_ps(wf, v1, acc[f][1]);
+                    }
+                }
+                for (int f = 0; f < 8; f++) {
+                    _mm512_mask_storeu_ps(out + (long)(f0 + f) * P, first, acc[f][0]);
+                    _mm512_mask_storeu_ps(out + (long)(f0 + f) * P + 16, second, acc[f][1]);
+                }
+            }
+        }
+}

@@ -162,9 +162,11 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
     int nb = (int)(CONVAE_DIRECT_CHUNK_BYTES / (((long)C * H * W + (long)P * F) * sizeof(float)));
     nb = nb < 1 ? 1 : nb;
     const int steps = direction == CONVAE_GRAD_WEIGHTS ? (N + nb - 1) / nb : N;
-    /* Wide output rows: the AVX-512 forward correlation and weight gradient
-       take pixels in vectors, reading the images in place. */
-    const int by_rows = wide && direction != CONVAE_GRAD_INPUTS && W - kw + 1 >= 16;
+    /* Wide output rows: the weight gradient (with AVX2 or AVX-512) and the
+       AVX-512 forward correlation take pixels in vectors, reading the images
+       in place. */
+    const int by_rows = W - kw + 1 >= 16 && (direction == CONVAE_GRAD_WEIGHTS
+                                             || (wide && direction == CONVAE_FORWARD));
     int failed = 0;
     #pragma omp parallel
     {
@@ -189,7 +191,8 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
                     tmp, C, H, W, F, kh, kw);
             } else if (by_rows) {  /* the weight gradient */
                 const int n0 = step * nb, m = N - n0 < nb ? N - n0 : nb;
-                convae_avx512_grad_weights_rows(a + (long)n0 * C * H * W,
+                (wide ? convae_avx512_grad_weights_rows : convae_avx2_grad_weights_rows)(
+                                                a + (long)n0 * C * H * W,
                                                 b + (long)n0 * F * P, kofs,
                                                 w + (long)convae_thread_num() * K * F,
                                                 m, C, H, W, F, kh, kw);

@@ -97,12 +97,6 @@ def npz_bytes(arrays):
     return buffer.getvalue()
 
 
-def save_npz(path, arrays):
-    """Write a dict of arrays to ``path`` (.npz) atomically."""
-    data = npz_bytes(arrays)
-    write_atomically(path, lambda f: f.write(data))
-
-
 def read_npz(path):
     """All arrays of the .npz file ``path``, as a dict; NpzFileError if it cannot be read."""
     try:
@@ -125,11 +119,6 @@ def param_values(network):
     """The network's parameter values as the ``arr_0 .. arr_n`` of a parameter file."""
     values = lasagne.layers.get_all_param_values(network)
     return {"arr_%d" % i: v for i, v in enumerate(values)}
-
-
-def save_params(path, network):
-    """Save the network's parameters as ``arr_0 .. arr_n``, atomically."""
-    save_npz(path, param_values(network))
 
 
 def load_params(path, network):

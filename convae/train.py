@@ -31,8 +31,7 @@ import lasagne
 import theano
 import theano.tensor as T
 
-from convae import checkpoint, cli, data
-from convae import files
+from convae import checkpoint, cli, data, files
 from convae.model import build_convolutional_autoencoder
 from convae.runtime import function_cache
 

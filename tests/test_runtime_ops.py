@@ -123,6 +123,12 @@ def test_repeat_and_its_adjoint_axis_sum():
     for axis in range(4):
         expected = x.astype(np.float64).sum(axis=axis).astype(np.float32)
         np.testing.assert_array_equal(compiled(AxisSum(axis), x), expected)
+    # Axes of two (upscaling's gradient, its own loops), large enough to go
+    # parallel: whole planes (axis 1), rows (axis 3) and neighbours (axis 4).
+    pairs = np.random.RandomState(4).randn(130, 2, 67, 2, 2).astype("float32")
+    for axis in (1, 3, 4):
+        expected = pairs.astype(np.float64).sum(axis=axis).astype(np.float32)
+        np.testing.assert_array_equal(compiled(AxisSum(axis), pairs), expected)
 
 
 def test_channel_sum_is_a_bias_gradient():

@@ -89,10 +89,28 @@ static void convae_repeat(const float* x, float* y, npy_intp outer, npy_intp inn
    accumulated in double. 64 sums at a time, each its own double, so that no
    sum waits for the one before: 64 inner positions of one outer index, or
    where there is one inner position (a repeat's gradient: sums of
-   neighbours), 64 outer indices. Block b, element j, summand t. */
+   neighbours), 64 outer indices. Block b, element j, summand t. Two
+   summands (a 2x upscaling's gradient) take plain loops instead. */
 static void convae_axis_sum(const float* x, float* y, npy_intp outer, npy_intp length,
                             npy_intp inner)
 {
+    /* The same sums as below, (0 + first) + second, in loops gcc vectorises. */
+    if (length == 2 && inner == 1) {
+        #pragma omp parallel for schedule(static) if (outer > CONVAE_PARALLEL_MIN)
+        for (npy_intp o = 0; o < outer; o++)
+            y[o] = (float)((0.0 + x[2 * o]) + x[2 * o + 1]);
+        return;
+    }
+    if (length == 2) {
+        #pragma omp parallel for schedule(static) if (outer * inner > CONVAE_PARALLEL_MIN)
+        for (npy_intp o = 0; o < outer; o++) {
+            const float* first = x + o * 2 * inner;
+            const float* second = first + inner;
+            for (npy_intp j = 0; j < inner; j++)
+                y[o * inner + j] = (float)((0.0 + first[j]) + second[j]);
+        }
+        return;
+    }
     const npy_intp per_outer = (inner + 63) / 64;
     const npy_intp blocks = inner == 1 ? (outer + 63) / 64 : outer * per_outer;
     #pragma omp parallel for schedule(static) if (outer * length * inner > CONVAE_PARALLEL_MIN)

@@ -91,3 +91,31 @@ def autoencoder_forward(values, x):
     h = np.maximum(transposed_conv2d(h, W2) + bt2[None, :, None, None], 0)
     h = upscale_repeat(h, (2, 2))
     return np.maximum(transposed_conv2d(h, W1) + bt1[None, :, None, None], 0)
+
+
+MRG_M1, MRG_M2 = 2 ** 31 - 1, 2 ** 31 - 21069
+
+
+def mrg31k3p_uniform(states, n, dtype):
+    """n uniform samples of L'Ecuyer and Touzin's MRG31k3p, from its definition.
+
+    states: int (streams, 6), each row x1[k-1], x1[k-2], x1[k-3], x2[k-1],
+    x2[k-2], x2[k-3]; sample i comes from stream i % streams, each stream's
+    in turn. x1[k] = (2^22 x1[k-2] + (2^7 + 1) x1[k-3]) mod m1, x2[k] = (2^15
+    x2[k-1] + (2^15 + 1) x2[k-3]) mod m2, and the sample is (x1 - x2) mod m1
+    (m1 in place of 0) times 1 / 2^31 in ``dtype`` (the float32 constant
+    rounded as Theano's is). Returns (samples, advanced states).
+    """
+    s = np.array(states, dtype=np.int64)
+    out = np.empty(n, dtype=dtype)
+    norm = dtype(4.6566126e-10) if dtype == np.float32 else 2.0 ** -31
+    for start in range(0, n, len(s)):
+        rows = min(len(s), n - start)
+        x = s[:rows]
+        x1 = (2 ** 22 * x[:, 1] + (2 ** 7 + 1) * x[:, 2]) % MRG_M1
+        x2 = (2 ** 15 * x[:, 3] + (2 ** 15 + 1) * x[:, 5]) % MRG_M2
+        x[:] = np.stack([x1, x[:, 0], x[:, 1], x2, x[:, 3], x[:, 4]], axis=1)
+        diff = (x1 - x2) % MRG_M1
+        diff[diff == 0] = MRG_M1
+        out[start:start + rows] = diff.astype(dtype) * norm
+    return out, s.astype(np.int32)

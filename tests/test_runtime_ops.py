@@ -16,6 +16,7 @@ from theano.tensor.signal.pool import MaxPoolGrad, Pool
 
 from convae.runtime.contiguous import AxisSum, ChannelSum, MaxPool2x2, MaxPool2x2Grad, Repeat
 from convae.runtime.corr import KERNEL_FEATURES, KERNELS_RUN, BatchedCorr
+from convae.runtime.mrg import ParallelMRGUniform
 from convae.runtime.openblas import cpu_flags
 
 import reference
@@ -171,15 +172,46 @@ def test_max_pool_2x2_and_gradient_match_numpy_and_theano():
         np.testing.assert_array_equal(expected, theano_grad)
 
 
+@pytest.mark.parametrize("shape, dtype", [
+    ((128, 512), "float32"),  # the first dropout mask of the post's network
+    ((40001,), "float32"),    # more samples than streams, split unevenly
+    ((5, 3), "float64"),      # fewer samples than streams: the rest stay as they were
+])
+def test_parallel_mrg_uniform_draws_theanos_samples_and_states(shape, dtype):
+    from theano.sandbox.rng_mrg import MRG_RandomStreams
+    results = {}
+    for name, mode in [("ours", theano.compile.get_default_mode()),
+                       ("theano", theano.compile.get_default_mode().excluding("convae_fast"))]:
+        streams = MRG_RandomStreams(seed=1234)
+        sample = streams.uniform(shape, dtype=dtype, nstreams=15360)
+        draw = theano.function([], sample, mode=mode)
+        state = streams.state_updates[0][0]
+        ops = {type(node.op) for node in draw.maker.fgraph.toposort()}
+        assert (ParallelMRGUniform in ops) == (name == "ours")
+        start = state.get_value()
+        results[name] = [(draw(), state.get_value()) for _ in range(3)]
+    n = int(np.prod(shape))
+    states = start
+    for (ours, our_state), (theirs, their_state) in zip(results["ours"], results["theano"]):
+        expected, states = reference.mrg31k3p_uniform(states, n, np.dtype(dtype).type)
+        assert ours.dtype == dtype and ours.shape == shape
+        np.testing.assert_array_equal(ours.ravel(), expected)
+        np.testing.assert_array_equal(our_state, states)
+        np.testing.assert_array_equal(theirs, ours)
+        np.testing.assert_array_equal(their_state, our_state)
+
+
 def test_an_edit_to_any_c_file_changes_the_module_cache_version(tmp_path, monkeypatch):
     from convae.runtime import base
-    ops = {"corr": BatchedCorr("forward"), "repeat": Repeat(2, 2)}
+    ops = {"corr": BatchedCorr("forward"), "repeat": Repeat(2, 2),
+           "mrg": ParallelMRGUniform(T.fmatrix().type)}
     versions = {name: op.c_code_cache_version() for name, op in ops.items()}
     copy = tmp_path / "c_code"
     shutil.copytree(base.C_CODE_DIR, copy)
     monkeypatch.setattr(base, "C_CODE_DIR", str(copy))
     assert {name: op.c_code_cache_version() for name, op in ops.items()} == versions
     for edited, changes in [("corr_avx2.c", {"corr"}), ("contiguous.c", {"repeat"}),
+                            ("mrg.c", {"mrg"}),
                             ("convae_ops.h", {"corr", "repeat"})]:
         original = (copy / edited).read_text()
         (copy / edited).write_text(original + "\n/* edited */\n")

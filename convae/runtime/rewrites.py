@@ -9,6 +9,7 @@ import numpy as np
 import theano
 import theano.tensor as T
 from theano.tensor.blas import ldflags
+from theano.sandbox.rng_mrg import mrg_uniform
 from theano.tensor.nnet.corr import CorrMM, CorrMM_gradInputs, CorrMM_gradWeights
 from theano.tensor.signal.pool import MaxPoolGrad, Pool
 
@@ -16,6 +17,7 @@ from convae.runtime.contiguous import (AxisSum, BiasActivation, ChannelSum,
                                        MaxPool2x2, MaxPool2x2Grad, Repeat,
                                        float32_tanh)
 from convae.runtime.corr import BatchedCorr
+from convae.runtime.mrg import ParallelMRGUniform
 
 TAG = "convae_fast"
 
@@ -181,6 +183,15 @@ def local_contiguous_ops(node):
     return [new] if new.type == out.type else False
 
 
+@theano.gof.local_optimizer([mrg_uniform])
+def local_parallel_mrg_uniform(node):
+    """Replace Theano's CPU mrg_uniform (float32 or float64) by ParallelMRGUniform."""
+    op = node.op
+    if type(op) is not mrg_uniform or op.output_type.dtype not in ("float32", "float64"):
+        return False
+    return ParallelMRGUniform(op.output_type, inplace=op.inplace)(*node.inputs)
+
+
 def register():
     """Add the rewrites to Theano's optimizer database (once per process)."""
     if "convae_float32_tanh" in theano.compile.optdb.__db__:
@@ -197,3 +208,7 @@ def register():
     theano.compile.optdb.register(
         "convae_contiguous_ops", theano.gof.opt.in2out(local_contiguous_ops),
         48.66, "fast_run", TAG)
+    # Before the in-place pass (99), which makes the new op in-place as it did Theano's.
+    theano.compile.optdb.register(
+        "convae_parallel_mrg_uniform", theano.gof.opt.in2out(local_parallel_mrg_uniform),
+        48.67, "fast_run", TAG)

@@ -148,8 +148,9 @@ def test_channel_sum_is_a_bias_gradient():
 
 def test_max_pool_2x2_and_gradient_match_numpy_and_theano():
     rng = np.random.RandomState(2)
-    # Rounded values make ties inside windows; odd sizes have a dropped border.
-    for shape in [(4, 3, 8, 6), (2, 2, 7, 9), (1, 1, 2, 2)]:
+    # Rounded values make ties inside windows; odd sizes have a dropped border;
+    # rows of 130 windows take two chunks; 81,920 values go parallel.
+    for shape in [(4, 3, 8, 6), (2, 2, 7, 9), (1, 1, 2, 2), (2, 2, 5, 261), (40, 8, 16, 16)]:
         x = np.round(rng.randn(*shape), 0).astype("float32")
         rows, cols = shape[2] // 2 * 2, shape[3] // 2 * 2
         pooled = compiled(MaxPool2x2(), x)

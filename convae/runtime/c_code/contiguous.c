@@ -59,18 +59,26 @@ static void convae_bias_activation(const float* in, const float* bias, float* ou
 typedef uint32_t __attribute__((__may_alias__)) convae_bits32;
 typedef uint64_t __attribute__((__may_alias__)) convae_bits64;
 
+/* y[2 i] = y[2 i + 1] = x[i] for i < n: one 64-bit word holding the value's
+   bits twice, a loop gcc vectorises. */
+static inline void convae_spread_pairs(const float* x, float* y, npy_intp n)
+{
+    const convae_bits32* in = (const convae_bits32*)x;
+    convae_bits64* out = (convae_bits64*)y;
+    for (npy_intp i = 0; i < n; i++)
+        out[i] = (uint64_t)in[i] * 0x100000001ULL;
+}
+
 /* y (outer, times, inner): every y[o, t] a copy of x[o] (outer, inner). */
 static void convae_repeat(const float* x, float* y, npy_intp outer, npy_intp inner,
                           int times)
 {
-    if (inner == 1 && times == 2) {
-        /* Each value twice (upscaling a row): one 64-bit word holding the
-           value's bits twice, a loop gcc vectorises. */
-        const convae_bits32* in = (const convae_bits32*)x;
-        convae_bits64* out = (convae_bits64*)y;
+    if (inner == 1 && times == 2) {  /* each value twice: upscaling a row */
+        const npy_intp block = 16384;
         #pragma omp parallel for schedule(static) if (outer > CONVAE_PARALLEL_MIN)
-        for (npy_intp o = 0; o < outer; o++)
-            out[o] = (uint64_t)in[o] * 0x100000001ULL;
+        for (npy_intp start = 0; start < outer; start += block)
+            convae_spread_pairs(x + start, y + 2 * start,
+                                outer - start < block ? outer - start : block);
         return;
     }
     #pragma omp parallel for schedule(static) if (outer * inner > CONVAE_PARALLEL_MIN)
@@ -173,24 +181,37 @@ static void convae_max_pool_2x2(const float* x, float* y, npy_intp planes,
         }
 }
 
+/* Pooled columns whose maxima and gradients are spread to pairs at a time. */
+#define CONVAE_POOL_GRAD_CHUNK 128
+
 /* gx (planes, H, W): g (planes, H/2, W/2) goes to every x equal to its 2x2
-   block's maximum m; everything else, the dropped border included, is 0. */
+   block's maximum m; everything else, the dropped border included, is 0.
+   A chunk of a pooled row's m and g is spread to pairs once for its two
+   input rows, so that each row is one comparison loop gcc vectorises. */
 static void convae_max_pool_2x2_grad(const float* x, const float* m, const float* g,
                                      float* gx, npy_intp planes, npy_intp H, npy_intp W)
 {
     const npy_intp oh = H / 2, ow = W / 2;
     #pragma omp parallel for schedule(static) if (planes * H * W > CONVAE_PARALLEL_MIN)
     for (npy_intp p = 0; p < planes; p++) {
-        for (npy_intp r = 0; r < 2 * oh; r++) {
-            const float* xr = x + (p * H + r) * W;
-            const float* mr = m + (p * oh + r / 2) * ow;
-            const float* gr = g + (p * oh + r / 2) * ow;
-            float* out = gx + (p * H + r) * W;
-            for (npy_intp c = 0; c < ow; c++) {
-                out[2 * c] = xr[2 * c] == mr[c] ? gr[c] : 0.0f;
-                out[2 * c + 1] = xr[2 * c + 1] == mr[c] ? gr[c] : 0.0f;
+        for (npy_intp r = 0; r < oh; r++) {
+            for (npy_intp c0 = 0; c0 < ow; c0 += CONVAE_POOL_GRAD_CHUNK) {
+                const npy_intp n = ow - c0 < CONVAE_POOL_GRAD_CHUNK
+                                   ? ow - c0 : CONVAE_POOL_GRAD_CHUNK;
+                float m2[2 * CONVAE_POOL_GRAD_CHUNK], g2[2 * CONVAE_POOL_GRAD_CHUNK];
+                convae_spread_pairs(m + (p * oh + r) * ow + c0, m2, n);
+                convae_spread_pairs(g + (p * oh + r) * ow + c0, g2, n);
+                for (npy_intp h = 0; h < 2; h++) {
+                    const float* xr = x + (p * H + 2 * r + h) * W + 2 * c0;
+                    float* out = gx + (p * H + 2 * r + h) * W + 2 * c0;
+                    for (npy_intp k = 0; k < 2 * n; k++)
+                        out[k] = xr[k] == m2[k] ? g2[k] : 0.0f;
+                }
             }
-            if (W % 2) out[W - 1] = 0.0f;
+            if (W % 2) {
+                gx[(p * H + 2 * r) * W + W - 1] = 0.0f;
+                gx[(p * H + 2 * r + 1) * W + W - 1] = 0.0f;
+            }
         }
         if (H % 2) memset(gx + (p * H + H - 1) * W, 0, W * sizeof(float));
     }

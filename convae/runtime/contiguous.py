@@ -11,7 +11,8 @@ the cores with OpenMP; ``convae.runtime.rewrites`` swaps them in:
 
 * ``Float32Tanh``: tanh in single precision, vectorised where glibc has SIMD
   ``tanhf`` (libmvec, glibc 2.35 and newer; about 1 ns a value instead of 20);
-* ``BiasActivation(activation)``: tanh or rectify of x plus a per-channel bias;
+* ``BiasActivation(activation)``: tanh, rectify or nothing of x plus a
+  per-channel bias;
 * ``Repeat(axis, times)``: x with a new axis of length ``times`` inserted at
   ``axis``, every slice a copy of x (the ``Alloc`` inside ``repeat``);
 * ``AxisSum(axis)``: the sum over one axis, accumulated in double precision
@@ -83,8 +84,9 @@ float32_tanh = Float32Tanh()
 class BiasActivation(ContiguousLoop):
     """activation(x + b) for float32 x (N, C, ...) and a bias b (C,) per channel, in one pass.
 
-    activation: 'tanh' (single-precision SIMD tanh, as Float32Tanh) or
-    'relu' (0.5 * (v + |v|), Theano's and Lasagne's rectify, to the bit).
+    activation: 'tanh' (single-precision SIMD tanh, as Float32Tanh),
+    'relu' (0.5 * (v + |v|), Theano's and Lasagne's rectify, to the bit) or
+    'linear' (the sum alone: a bias that Theano adds in a slow strided loop).
     What a layer's ``activation(output + b.dimshuffle('x', 0, 'x', 'x'))``
     computes, without Theano's separate broadcasting add (a slow strided loop
     that wrote the whole layer output once more). Put in after gradients are
@@ -92,12 +94,12 @@ class BiasActivation(ContiguousLoop):
     """
 
     __props__ = ("activation",)
-    C_ACTIVATIONS = {"tanh": "CONVAE_TANH", "relu": "CONVAE_RELU"}
+    C_ACTIVATIONS = {"tanh": "CONVAE_TANH", "relu": "CONVAE_RELU", "linear": "CONVAE_LINEAR"}
 
     def __init__(self, activation, openmp=None):
         super().__init__(openmp=openmp)
         if activation not in self.C_ACTIVATIONS:
-            raise ValueError("activation must be 'tanh' or 'relu'")
+            raise ValueError("activation must be 'tanh', 'relu' or 'linear'")
         self.activation = activation
 
     def make_node(self, x, b):
@@ -109,7 +111,8 @@ class BiasActivation(ContiguousLoop):
     def perform(self, node, inputs, outputs):
         x, b = inputs
         v = x + b.reshape((1, -1) + (1,) * (x.ndim - 2))
-        outputs[0][0] = np.tanh(v) if self.activation == "tanh" else 0.5 * (v + abs(v))
+        outputs[0][0] = {"tanh": np.tanh, "relu": lambda v: 0.5 * (v + abs(v)),
+                         "linear": lambda v: v}[self.activation](v)
 
     def grad(self, inputs, output_grads):
         raise NotImplementedError("BiasActivation is put in after gradients are built")

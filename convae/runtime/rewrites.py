@@ -141,14 +141,22 @@ def _is_2x2_pool(op, ws, stride, pad):
             and _constant(pad) == (0, 0))
 
 
-@theano.gof.local_optimizer([T.Alloc, T.Sum, Pool, MaxPoolGrad])
+@theano.gof.local_optimizer([T.Alloc, T.Sum, Pool, MaxPoolGrad, T.add])
 def local_contiguous_ops(node):
-    """Swap in Repeat, AxisSum, ChannelSum, MaxPool2x2 and MaxPool2x2Grad where
-    they compute the same."""
+    """Swap in Repeat, AxisSum, ChannelSum, MaxPool2x2, MaxPool2x2Grad and
+    BiasActivation('linear') where they compute the same."""
     op, out = node.op, node.outputs[0]
     if out.dtype != "float32" or any(v.dtype != "float32" for v in node.inputs[:1]):
         return False
-    if isinstance(op, T.Alloc):
+    if elemwise_node(out, theano.scalar.Add) is not None:
+        # A bias added to a layer's maps, where Theano's broadcasting loop is
+        # slow (a transposed convolution's: its rectify needs the sum twice,
+        # once for its gradient). A dense layer's is left for Theano to fuse.
+        found = with_channel_bias(out)
+        if found is None or out.ndim < 3:
+            return False
+        new = BiasActivation("linear")(*found)
+    elif isinstance(op, T.Alloc):
         # repeat's Alloc: a view of x with one length-1 axis, broadcast along
         # that axis to a constant length, every other axis as it is.
         view = node.inputs[0]

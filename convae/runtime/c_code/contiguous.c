@@ -22,13 +22,14 @@ static void convae_tanh(const float* in, float* out, npy_intp size)
     }
 }
 
-enum convae_activation { CONVAE_TANH, CONVAE_RELU };
+enum convae_activation { CONVAE_TANH, CONVAE_RELU, CONVAE_LINEAR };
 
-/* tanh(v), or rectify as Theano and Lasagne write it, to the bit. */
+/* tanh(v), rectify as Theano and Lasagne write it (to the bit), or v. */
 template <int ACTIVATION>
 static inline float convae_activate(float v)
 {
-    return ACTIVATION == CONVAE_TANH ? tanhf(v) : 0.5f * (v + fabsf(v));
+    return ACTIVATION == CONVAE_TANH ? tanhf(v)
+         : ACTIVATION == CONVAE_RELU ? 0.5f * (v + fabsf(v)) : v;
 }
 
 /* out = activation(in + bias) for in and out (n, channels, plane) and one

@@ -72,6 +72,35 @@ def test_bias_activation_matches_numpy_and_is_used_for_layer_outputs(activation)
         np.testing.assert_allclose(f(values, bias), expected, rtol=2e-6, atol=2e-7)
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_pooling_a_layer_output_that_nothing_else_reads_is_fused(activation):
+    from theano.tensor.signal.pool import pool_2d
+    rng = np.random.RandomState(7)
+    # Odd sizes drop a border; a row of 130 windows takes two chunks; the
+    # last shape goes parallel.
+    for shape in [(4, 3, 8, 6), (2, 2, 7, 9), (2, 2, 5, 261), (40, 8, 16, 16)]:
+        values = (3 * rng.randn(*shape)).astype("float32")
+        bias = rng.randn(shape[1]).astype("float32")
+        x, b = T.ftensor4(), T.fvector()
+        v = x + b.dimshuffle("x", 0, "x", "x")
+        y = T.tanh(v) if activation == "tanh" else lasagne.nonlinearities.rectify(v)
+        pooled = pool_2d(y, (2, 2), ignore_border=True)
+        fused = theano.function([x, b], pooled)
+        apart = theano.function([x, b], [pooled, y])  # y read twice: not fused
+        assert "BiasActivationMaxPool2x2" in op_names(fused)
+        assert "BiasActivationMaxPool2x2" not in op_names(apart)
+        assert {"BiasActivation", "MaxPool2x2"} <= op_names(apart)
+        ours = fused(values, bias)
+        # tanh: glibc's vector and scalar tanhf differ by up to 2 ulp.
+        np.testing.assert_array_max_ulp(ours, apart(values, bias)[0],
+                                        maxulp=2 if activation == "tanh" else 0)
+        shifted = values.astype(np.float64) + bias.reshape(1, -1, 1, 1)
+        activated = np.tanh(shifted) if activation == "tanh" else np.maximum(shifted, 0)
+        rows, cols = shape[2] // 2 * 2, shape[3] // 2 * 2
+        np.testing.assert_allclose(ours, reference.maxpool2(activated[:, :, :rows, :cols]),
+                                   rtol=2e-6, atol=2e-7)
+
+
 @pytest.fixture(scope="module")
 def setup(mnist_dir):
     images = data.read_idx(os.path.join(mnist_dir, "t10k-images-idx3-ubyte.gz"))

@@ -13,6 +13,8 @@ the cores with OpenMP; ``convae.runtime.rewrites`` swaps them in:
   ``tanhf`` (libmvec, glibc 2.35 and newer; about 1 ns a value instead of 20);
 * ``BiasActivation(activation)``: tanh, rectify or nothing of x plus a
   per-channel bias;
+* ``BiasActivationMaxPool2x2(activation)``: the same, then 2x2 max pooling,
+  without writing the activations out (where nothing else reads them);
 * ``Repeat(axis, times)``: x with a new axis of length ``times`` inserted at
   ``axis``, every slice a copy of x (the ``Alloc`` inside ``repeat``);
 * ``AxisSum(axis)``: the sum over one axis, accumulated in double precision
@@ -132,6 +134,48 @@ class BiasActivation(ContiguousLoop):
             (const float*)PyArray_DATA(in0), (const float*)PyArray_DATA(in1),
             (float*)PyArray_DATA(%(out)s), n, channels,
             n * channels ? PyArray_SIZE(in0) / (n * channels) : 0);
+        """
+
+
+class BiasActivationMaxPool2x2(BiasActivation):
+    """2x2 max pooling (as MaxPool2x2) of activation(x + b), float32 x (N, C, H, W).
+
+    What a convolution layer followed by pooling computes where nothing else
+    needs the layer's own output (evaluation): the activations are never
+    written out. The values of BiasActivation then MaxPool2x2, to the bit for
+    rectify; tanh may differ by 2 ulp where one of them took glibc's vector
+    tanhf and the other its scalar one (at the ends of rows).
+    """
+
+    def make_node(self, x, b):
+        x, b = T.as_tensor_variable(x), T.as_tensor_variable(b)
+        if x.dtype != "float32" or b.dtype != "float32" or x.ndim != 4 or b.ndim != 1:
+            raise TypeError("BiasActivationMaxPool2x2 takes float32 x (N, C, H, W) and b (C,)")
+        return theano.Apply(self, [x, b], [x.type()])
+
+    def perform(self, node, inputs, outputs):
+        super().perform(node, inputs, outputs)
+        y = outputs[0][0]
+        rows, cols = y.shape[2] // 2 * 2, y.shape[3] // 2 * 2
+        outputs[0][0] = y[:, :, :rows, :cols].reshape(
+            y.shape[0], y.shape[1], rows // 2, 2, cols // 2, 2).max(axis=(3, 5))
+
+    def infer_shape(self, node, shapes):
+        n, c, h, w = shapes[0]
+        return [(n, c, h // 2, w // 2)]
+
+    def body(self):
+        return """
+        const npy_intp* xd = PyArray_DIMS(in0);
+        const npy_intp dims[4] = {xd[0], xd[1], xd[2] / 2, xd[3] / 2};
+        if (PyArray_DIMS(in1)[0] != xd[1]) {
+            PyErr_SetString(PyExc_ValueError, "BiasActivationMaxPool2x2: one bias per channel");
+            %(fail)s
+        }
+        if (convae_prepare(&%(out)s, 4, dims)) %(fail)s
+        convae_bias_activation_max_pool_2x2<""" + self.C_ACTIVATIONS[self.activation] + """>(
+            (const float*)PyArray_DATA(in0), (const float*)PyArray_DATA(in1),
+            (float*)PyArray_DATA(%(out)s), xd[0], xd[1], xd[2], xd[3]);
         """
 
 

@@ -13,7 +13,8 @@ from theano.sandbox.rng_mrg import mrg_uniform
 from theano.tensor.nnet.corr import CorrMM, CorrMM_gradInputs, CorrMM_gradWeights
 from theano.tensor.signal.pool import MaxPoolGrad, Pool
 
-from convae.runtime.contiguous import (AxisSum, BiasActivation, ChannelSum,
+from convae.runtime.contiguous import (AxisSum, BiasActivation, BiasActivationMaxPool2x2,
+                                       ChannelSum,
                                        MaxPool2x2, MaxPool2x2Grad, Repeat,
                                        float32_tanh)
 from convae.runtime.corr import BatchedCorr
@@ -191,6 +192,19 @@ def local_contiguous_ops(node):
     return [new] if new.type == out.type else False
 
 
+@theano.gof.local_optimizer([MaxPool2x2])
+def local_bias_activation_max_pool(node):
+    """Replace MaxPool2x2(BiasActivation(x, b)) by BiasActivationMaxPool2x2 where
+    nothing else reads the activations."""
+    if not isinstance(node.op, MaxPool2x2):
+        return False
+    (y,) = node.inputs
+    if (y.owner is None or type(y.owner.op) is not BiasActivation or y.ndim != 4
+            or len(y.clients) != 1):
+        return False
+    return [BiasActivationMaxPool2x2(y.owner.op.activation)(*y.owner.inputs)]
+
+
 @theano.gof.local_optimizer([mrg_uniform])
 def local_parallel_mrg_uniform(node):
     """Replace Theano's CPU mrg_uniform (float32 or float64) by ParallelMRGUniform."""
@@ -216,6 +230,9 @@ def register():
     theano.compile.optdb.register(
         "convae_contiguous_ops", theano.gof.opt.in2out(local_contiguous_ops),
         48.66, "fast_run", TAG)
+    theano.compile.optdb.register(
+        "convae_bias_activation_max_pool", theano.gof.opt.in2out(local_bias_activation_max_pool),
+        48.665, "fast_run", TAG)
     # Before the in-place pass (99), which makes the new op in-place as it did Theano's.
     theano.compile.optdb.register(
         "convae_parallel_mrg_uniform", theano.gof.opt.in2out(local_parallel_mrg_uniform),

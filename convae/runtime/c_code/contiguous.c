@@ -162,6 +162,17 @@ static void convae_channel_sum(const float* x, float* y, npy_intp outer,
     }
 }
 
+/* out[c] for c < n: the maximum of top[2c], top[2c+1], bottom[2c], bottom[2c+1]. */
+static inline void convae_max_2x2_row(const float* top, const float* bottom, float* out,
+                                      npy_intp n)
+{
+    for (npy_intp c = 0; c < n; c++) {
+        float a = top[2 * c] > top[2 * c + 1] ? top[2 * c] : top[2 * c + 1];
+        float b = bottom[2 * c] > bottom[2 * c + 1] ? bottom[2 * c] : bottom[2 * c + 1];
+        out[c] = a > b ? a : b;
+    }
+}
+
 /* y (planes, H/2, W/2): the maximum of each 2x2 block of x (planes, H, W);
    an odd last row or column is dropped. */
 static void convae_max_pool_2x2(const float* x, float* y, npy_intp planes,
@@ -172,18 +183,42 @@ static void convae_max_pool_2x2(const float* x, float* y, npy_intp planes,
     for (npy_intp p = 0; p < planes; p++)
         for (npy_intp r = 0; r < oh; r++) {
             const float* top = x + (p * H + 2 * r) * W;
-            const float* bottom = top + W;
-            float* out = y + (p * oh + r) * ow;
-            for (npy_intp c = 0; c < ow; c++) {
-                float a = top[2 * c] > top[2 * c + 1] ? top[2 * c] : top[2 * c + 1];
-                float b = bottom[2 * c] > bottom[2 * c + 1] ? bottom[2 * c] : bottom[2 * c + 1];
-                out[c] = a > b ? a : b;
-            }
+            convae_max_2x2_row(top, top + W, y + (p * oh + r) * ow, ow);
         }
 }
 
-/* Pooled columns whose maxima and gradients are spread to pairs at a time. */
-#define CONVAE_POOL_GRAD_CHUNK 128
+/* Pooled columns of a row taken at a time: their activations (pooling after
+   a bias and activation), or their maxima and gradients spread to pairs
+   (pooling's gradient). */
+#define CONVAE_POOL_CHUNK 128
+
+/* y (n, channels, H/2, W/2) = 2x2 max pooling of activation(x + bias) for x
+   (n, channels, H, W) and one bias per channel, without writing the
+   activations out: two rows of them at a time go through a small buffer (a
+   loop gcc vectorises, tanhf included), then the pooling above. */
+template <int ACTIVATION>
+static void convae_bias_activation_max_pool_2x2(const float* x, const float* bias, float* y,
+                                                npy_intp n, npy_intp channels,
+                                                npy_intp H, npy_intp W)
+{
+    const npy_intp planes = n * channels, oh = H / 2, ow = W / 2;
+    #pragma omp parallel for schedule(static) if (planes * H * W > CONVAE_PARALLEL_MIN)
+    for (npy_intp p = 0; p < planes; p++) {
+        const float shift = bias[p % channels];
+        for (npy_intp r = 0; r < oh; r++)
+            for (npy_intp c0 = 0; c0 < ow; c0 += CONVAE_POOL_CHUNK) {
+                const npy_intp m = ow - c0 < CONVAE_POOL_CHUNK ? ow - c0 : CONVAE_POOL_CHUNK;
+                float rows[2][2 * CONVAE_POOL_CHUNK];
+                for (int h = 0; h < 2; h++) {
+                    const float* src = x + (p * H + 2 * r + h) * W + 2 * c0;
+                    for (npy_intp k = 0; k < 2 * m; k++)
+                        rows[h][k] = convae_activate<ACTIVATION>(src[k] + shift);
+                }
+                convae_max_2x2_row(rows[0], rows[1], y + (p * oh + r) * ow + c0, m);
+            }
+    }
+}
+
 
 /* gx (planes, H, W): g (planes, H/2, W/2) goes to every x equal to its 2x2
    block's maximum m; everything else, the dropped border included, is 0.
@@ -196,10 +231,10 @@ static void convae_max_pool_2x2_grad(const float* x, const float* m, const float
     #pragma omp parallel for schedule(static) if (planes * H * W > CONVAE_PARALLEL_MIN)
     for (npy_intp p = 0; p < planes; p++) {
         for (npy_intp r = 0; r < oh; r++) {
-            for (npy_intp c0 = 0; c0 < ow; c0 += CONVAE_POOL_GRAD_CHUNK) {
-                const npy_intp n = ow - c0 < CONVAE_POOL_GRAD_CHUNK
-                                   ? ow - c0 : CONVAE_POOL_GRAD_CHUNK;
-                float m2[2 * CONVAE_POOL_GRAD_CHUNK], g2[2 * CONVAE_POOL_GRAD_CHUNK];
+            for (npy_intp c0 = 0; c0 < ow; c0 += CONVAE_POOL_CHUNK) {
+                const npy_intp n = ow - c0 < CONVAE_POOL_CHUNK
+                                   ? ow - c0 : CONVAE_POOL_CHUNK;
+                float m2[2 * CONVAE_POOL_CHUNK], g2[2 * CONVAE_POOL_CHUNK];
                 convae_spread_pairs(m + (p * oh + r) * ow + c0, m2, n);
                 convae_spread_pairs(g + (p * oh + r) * ow + c0, g2, n);
                 for (npy_intp h = 0; h < 2; h++) {

@@ -16,6 +16,7 @@ from theano.tensor.signal.pool import MaxPoolGrad, Pool
 
 from convae.runtime.contiguous import AxisSum, ChannelSum, MaxPool2x2, MaxPool2x2Grad, Repeat
 from convae.runtime.corr import KERNEL_FEATURES, KERNELS_RUN, BatchedCorr
+from convae.runtime.dot import ParallelDot
 from convae.runtime.mrg import ParallelMRGUniform
 from convae.runtime.openblas import cpu_flags
 
@@ -202,18 +203,42 @@ def test_parallel_mrg_uniform_draws_theanos_samples_and_states(shape, dtype):
         np.testing.assert_array_equal(their_state, our_state)
 
 
+@pytest.mark.parametrize("m, k, n", [(128, 512, 256), (3, 4, 5), (1, 7, 2)])
+def test_parallel_dot_is_the_dense_layers_products(m, k, n):
+    """Dot22 and Dot22Scalar (a dense layer's forward and gradient products,
+    transposed views included) become ParallelDot and compute the same."""
+    rng = np.random.RandomState(8)
+    x = rng.randn(m, k).astype("float32")
+    w = rng.randn(k, n).astype("float32")
+    g = rng.randn(m, n).astype("float32")
+    a, b, c = T.fmatrix(), T.fmatrix(), T.fmatrix()
+    outputs = [T.dot(a, b), np.float32(0.1) * T.dot(a.T, c), T.dot(c, b.T) * np.float32(2)]
+    fast = theano.function([a, b, c], outputs)
+    slow = theano.function([a, b, c], outputs,
+                           mode=theano.compile.get_default_mode().excluding("convae_fast"))
+    ops = [node.op for node in fast.maker.fgraph.toposort()]
+    assert sum(isinstance(op, ParallelDot) for op in ops) == 3
+    assert not {"Dot22", "Dot22Scalar"} & {type(op).__name__ for op in ops}
+    x64, w64, g64 = (v.astype(np.float64) for v in (x, w, g))
+    expected = [x64 @ w64, 0.1 * x64.T @ g64, 2 * g64 @ w64.T]
+    for ours, theirs, exact in zip(fast(x, w, g), slow(x, w, g), expected):
+        assert ours.dtype == np.float32 and ours.shape == exact.shape
+        np.testing.assert_allclose(ours, exact, rtol=1e-5, atol=1e-5 * np.abs(exact).max())
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6 * np.abs(exact).max())
+
+
 def test_an_edit_to_any_c_file_changes_the_module_cache_version(tmp_path, monkeypatch):
     from convae.runtime import base
     ops = {"corr": BatchedCorr("forward"), "repeat": Repeat(2, 2),
-           "mrg": ParallelMRGUniform(T.fmatrix().type)}
+           "mrg": ParallelMRGUniform(T.fmatrix().type), "dot": ParallelDot()}
     versions = {name: op.c_code_cache_version() for name, op in ops.items()}
     copy = tmp_path / "c_code"
     shutil.copytree(base.C_CODE_DIR, copy)
     monkeypatch.setattr(base, "C_CODE_DIR", str(copy))
     assert {name: op.c_code_cache_version() for name, op in ops.items()} == versions
     for edited, changes in [("corr_avx2.c", {"corr"}), ("contiguous.c", {"repeat"}),
-                            ("mrg.c", {"mrg"}),
-                            ("convae_ops.h", {"corr", "repeat"})]:
+                            ("mrg.c", {"mrg"}), ("blas.h", {"corr", "dot"}),
+                            ("convae_ops.h", {"corr", "repeat", "dot"})]:
         original = (copy / edited).read_text()
         (copy / edited).write_text(original + "\n/* edited */\n")
         changed = {name for name, op in ops.items()

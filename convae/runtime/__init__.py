@@ -10,7 +10,7 @@ Two steps, one automatic and one explicit:
 * ``enable()``, called by convae's commands and by a notebook user in one
   line (``convae.runtime.enable()``): the fast path. It registers the graph
   rewrites that swap in convae's C ops (``rewrites``, ``corr``,
-  ``contiguous``, ``mrg``), makes Theano's compile cache hit across processes
+  ``contiguous``, ``mrg``, ``dot``), makes Theano's compile cache hit across processes
   (``module_cache``), runs OpenBLAS on one thread (OpenMP already splits the
   convolutions over the cores, and OpenBLAS's own threads fought its threads
   for them), keeps freed per-batch memory in the heap (``malloc``), and lets

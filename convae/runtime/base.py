@@ -10,6 +10,8 @@ import hashlib
 import os
 
 import theano
+from theano.tensor import blas_headers
+from theano.tensor.blas import ldflags
 
 C_CODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "c_code")
 COMMON_HEADER = "convae_ops.h"
@@ -58,3 +60,23 @@ class ContiguousFloat32Op(theano.gof.OpenMPOp):
     def c_code_cache_version(self):
         source = hashlib.sha256((self.c_support_code() + self.body()).encode()).hexdigest()
         return (source, self.openmp)
+
+
+class BlasFloat32Op(ContiguousFloat32Op):
+    """A ContiguousFloat32Op whose C calls the BLAS Theano links (``sgemm_``),
+    with ``c_code/blas.h``: OpenBLAS on one thread while OpenMP's call it."""
+
+    def c_support_code(self):
+        return blas_headers.blas_header_text() + super().c_support_code()
+
+    def c_libraries(self):
+        return ldflags()
+
+    def c_lib_dirs(self):
+        return ldflags(libs=False, libs_dir=True)
+
+    def c_header_dirs(self):
+        return ldflags(libs=False, include_dir=True)
+
+    def c_compile_args(self):
+        return ldflags(libs=False, flags=True) + super().c_compile_args()

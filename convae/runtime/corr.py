@@ -28,10 +28,8 @@ bottom[n,c,y+i,x+j] * weights[f,c,i,j] (no filter flip, as CorrMM).
 """
 import theano
 import theano.tensor as T
-from theano.tensor import blas_headers
-from theano.tensor.blas import ldflags
 
-from convae.runtime.base import ContiguousFloat32Op
+from convae.runtime.base import BlasFloat32Op
 
 # Each direction and kernel, and its name in c_code/corr.c's enums.
 DIRECTIONS = {"forward": "CONVAE_FORWARD", "grad_inputs": "CONVAE_GRAD_INPUTS",
@@ -46,7 +44,7 @@ KERNEL_FEATURES = {"avx512": ("avx512f",), "avx2": ("avx2", "fma"), "blas": ()}
 KERNELS_RUN = {}
 
 
-class BatchedCorr(ContiguousFloat32Op):
+class BatchedCorr(BlasFloat32Op):
     """One of CorrMM's three valid, stride-1 float32 correlations, by direct kernels or BLAS.
 
     direction 'forward': (bottom, weights) -> top; 'grad_inputs':
@@ -59,7 +57,7 @@ class BatchedCorr(ContiguousFloat32Op):
     """
 
     __props__ = ("direction", "kernel")
-    c_files = ("corr_avx2.c", "corr_avx512.c", "corr.c")
+    c_files = ("blas.h", "corr_avx2.c", "corr_avx512.c", "corr.c")
 
     def __init__(self, direction, kernel="auto", openmp=None):
         if direction not in DIRECTIONS:
@@ -89,21 +87,6 @@ class BatchedCorr(ContiguousFloat32Op):
         if self.direction == "grad_inputs":
             return [(b0, a1, b2 + a2 - 1, b3 + a3 - 1)]
         return [(b1, a1, a2 - b2 + 1, a3 - b3 + 1)]
-
-    def c_support_code(self):
-        return blas_headers.blas_header_text() + super().c_support_code()
-
-    def c_libraries(self):
-        return ldflags()
-
-    def c_lib_dirs(self):
-        return ldflags(libs=False, libs_dir=True)
-
-    def c_header_dirs(self):
-        return ldflags(libs=False, include_dir=True)
-
-    def c_compile_args(self):
-        return ldflags(libs=False, flags=True) + super().c_compile_args()
 
     def body(self):
         return """

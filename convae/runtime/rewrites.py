@@ -8,7 +8,7 @@ They carry the tag ``convae_fast`` in Theano's optimizer database, so
 import numpy as np
 import theano
 import theano.tensor as T
-from theano.tensor.blas import ldflags
+from theano.tensor.blas import Dot22, Dot22Scalar, ldflags
 from theano.sandbox.rng_mrg import mrg_uniform
 from theano.tensor.nnet.corr import CorrMM, CorrMM_gradInputs, CorrMM_gradWeights
 from theano.tensor.signal.pool import MaxPoolGrad, Pool
@@ -18,6 +18,7 @@ from convae.runtime.contiguous import (AxisSum, BiasActivation, BiasActivationMa
                                        MaxPool2x2, MaxPool2x2Grad, Repeat,
                                        float32_tanh)
 from convae.runtime.corr import BatchedCorr
+from convae.runtime.dot import ParallelDot
 from convae.runtime.mrg import ParallelMRGUniform
 
 TAG = "convae_fast"
@@ -205,6 +206,30 @@ def local_bias_activation_max_pool(node):
     return [BiasActivationMaxPool2x2(y.owner.op.activation)(*y.owner.inputs)]
 
 
+@theano.gof.local_optimizer([Dot22, Dot22Scalar])
+def local_parallel_dot(node):
+    """Replace float32 Dot22, and Dot22Scalar by a constant, by ParallelDot."""
+    if not isinstance(node.op, (Dot22, Dot22Scalar)) or not ldflags() \
+            or any(v.dtype != "float32" for v in node.inputs[:2]):
+        return False
+    scale = 1.0
+    if isinstance(node.op, Dot22Scalar):
+        value = T.get_scalar_constant_value(node.inputs[2], only_process_constants=True) \
+            if isinstance(node.inputs[2], T.TensorConstant) else None
+        if value is None:
+            return False
+        scale = float(value)
+    operands, transposed = [], []
+    for v in node.inputs[:2]:  # read a transposed view's variable as it is
+        owner = v.owner
+        flip = (owner is not None and isinstance(owner.op, T.DimShuffle)
+                and owner.op.new_order == (1, 0))
+        operands.append(owner.inputs[0] if flip else v)
+        transposed.append(flip)
+    out = ParallelDot(scale, *transposed)(*operands)
+    return [out] if out.type == node.outputs[0].type else False
+
+
 @theano.gof.local_optimizer([mrg_uniform])
 def local_parallel_mrg_uniform(node):
     """Replace Theano's CPU mrg_uniform (float32 or float64) by ParallelMRGUniform."""
@@ -233,6 +258,9 @@ def register():
     theano.compile.optdb.register(
         "convae_bias_activation_max_pool", theano.gof.opt.in2out(local_bias_activation_max_pool),
         48.665, "fast_run", TAG)
+    theano.compile.optdb.register(
+        "convae_parallel_dot", theano.gof.opt.in2out(local_parallel_dot),
+        48.668, "fast_run", TAG)
     # Before the in-place pass (99), which makes the new op in-place as it did Theano's.
     theano.compile.optdb.register(
         "convae_parallel_mrg_uniform", theano.gof.opt.in2out(local_parallel_mrg_uniform),

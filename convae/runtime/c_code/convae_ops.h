@@ -20,6 +20,15 @@ static inline int convae_thread_num(void)
 #endif
 }
 
+static inline int convae_num_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 static inline int convae_max_threads(void)
 {
 #ifdef _OPENMP

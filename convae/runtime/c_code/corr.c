@@ -3,8 +3,8 @@
    corr_avx2.c where the CPU and the shapes allow, else by one BLAS product
    per cache-sized chunk of images. Shapes: bottom (N, C, H, W), weights (F,
    C, kh, kw), top (N, F, oh, ow) with oh = H - kh + 1, ow = W - kw + 1,
-   P = oh * ow, K = C * kh * kw. Needs convae_ops.h, corr_avx2.c,
-   corr_avx512.c and Theano's BLAS header (sgemm_). */
+   P = oh * ow, K = C * kh * kw. Needs convae_ops.h, blas.h, corr_avx2.c and
+   corr_avx512.c. */
 
 enum convae_direction {
     CONVAE_FORWARD,       /* out = top from (a = bottom, b = weights) */
@@ -24,9 +24,6 @@ static const char* const convae_direction_names[] = {"forward", "grad_inputs", "
    transposed tops) aims at this many bytes, so it stays in L2 while the
    kernel walks it once for every six filter taps. */
 #define CONVAE_DIRECT_CHUNK_BYTES (256L << 10)
-
-extern "C" void openblas_set_num_threads(int) __attribute__((weak));
-extern "C" int openblas_get_num_threads(void) __attribute__((weak));
 
 /* Unroll images [0, nb) of x (nb, C, H, W) into col (C*kh*kw, nb*P): row
    (c, i, j), column (n, y, x) holds x[n, c, y+i, x+j]. */
@@ -248,8 +245,7 @@ static int convae_corr_blas(convae_direction direction, const float* a,
     }
     if (direction == CONVAE_GRAD_INPUTS)
         memset(out, 0, (size_t)N * C * H * W * sizeof(float));
-    int blas_threads = openblas_get_num_threads ? openblas_get_num_threads() : 0;
-    if (openblas_set_num_threads) openblas_set_num_threads(1);
+    const int blas_threads = convae_blas_one_thread();
     int failed = 0;
     #pragma omp parallel
     {
@@ -289,7 +285,7 @@ static int convae_corr_blas(convae_direction direction, const float* a,
         free(col);
         free(fp);
     }
-    if (openblas_set_num_threads) openblas_set_num_threads(blas_threads);
+    convae_blas_threads_restore(blas_threads);
     if (direction == CONVAE_GRAD_WEIGHTS) {
         for (long k = 0; k < (long)F * K; k++) {
             float sum = 0;

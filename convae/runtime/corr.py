@@ -15,8 +15,13 @@ computes the same three correlations two ways:
   pixels) stay in vector registers, fed straight from the images with no
   unrolled copy, one image (or for the weights, one cache-sized chunk of
   images) per core at a time;
-* otherwise (the post's last layer, with one channel) by unrolling a
-  cache-sized chunk of images side by side for one larger BLAS product.
+* for the gradient for the inputs of few channels (the post's last layer,
+  with one) on AVX-512, where the top's rows are 16 pixels or wider and the
+  filters 5x5 or 3x3: the sums for 32 top pixels of up to 13 filter taps in
+  registers, added into the image tap by tap afterwards
+  (``convae_avx512_grad_inputs_scatter``);
+* otherwise by unrolling a cache-sized chunk of images side by side for one
+  larger BLAS product.
 
 ``convae.runtime.rewrites`` swaps it in for float32 ``CorrMM`` ops with the
 post's settings (no padding, stride 1, no dilation, one group); anything else
@@ -52,7 +57,8 @@ class BatchedCorr(BlasFloat32Op):
     4-D float32, shapes as in the module docstring; the output's
     broadcastable pattern is the one CorrMM's ops give. kernel: 'auto' (the
     fastest that can run: 'avx512' where the CPU has AVX-512F and the
-    channels come in 32s, 'avx2' with AVX2 and FMA and channels in 16s, else
+    channels come in 32s, or for the gradient for the inputs the shapes fit
+    its scatter kernel, 'avx2' with AVX2 and FMA and channels in 16s, else
     'blas'), or one of those to force it (a ValueError when it cannot run).
     """
 

@@ -85,15 +85,26 @@ static void convae_to_image_major(const float* b, int nb, int F, int P, float* a
                    P * sizeof(float));
 }
 
+/* The AVX-512 gradient for the inputs where its channels do not come in 32s
+   (the post's last layer): convae_avx512_grad_inputs_scatter, for rows of at
+   least 16 top pixels and the filter sizes it is built for, 5x5 and 3x3. */
+static int convae_grad_inputs_scatter_fits(int C, int W, int kh, int kw)
+{
+    return C % 32 != 0 && W - kw + 1 >= 16 && kh == kw && (kh == 5 || kh == 3);
+}
+
 /* True where a kernel can run: the CPU has its instructions, and the
    channels it keeps in registers (the filters, or for the gradient for the
-   inputs the input channels) come in its block size, 32 or 16. */
+   inputs the input channels) come in its block size, 32 or 16, or (AVX-512,
+   gradient for the inputs) the shapes fit its scatter kernel. */
 static int convae_kernel_fits(convae_kernel kernel, convae_direction direction,
-                              int C, int F)
+                              int C, int F, int W, int kh, int kw)
 {
     const int channels = direction == CONVAE_GRAD_INPUTS ? C : F;
     if (kernel == CONVAE_AVX512)
-        return channels % 32 == 0 && __builtin_cpu_supports("avx512f");
+        return (channels % 32 == 0 || (direction == CONVAE_GRAD_INPUTS
+                                       && convae_grad_inputs_scatter_fits(C, W, kh, kw)))
+               && __builtin_cpu_supports("avx512f");
     if (kernel == CONVAE_AVX2)
         return channels % 16 == 0 && __builtin_cpu_supports("avx2")
                && __builtin_cpu_supports("fma");
@@ -101,11 +112,12 @@ static int convae_kernel_fits(convae_kernel kernel, convae_direction direction,
 }
 
 /* The kernel CONVAE_AUTO runs: AVX-512, AVX2, BLAS, the first that fits. */
-static convae_kernel convae_auto_kernel(convae_direction direction, int C, int F)
+static convae_kernel convae_auto_kernel(convae_direction direction, int C, int F,
+                                        int W, int kh, int kw)
 {
-    if (convae_kernel_fits(CONVAE_AVX512, direction, C, F))
+    if (convae_kernel_fits(CONVAE_AVX512, direction, C, F, W, kh, kw))
         return CONVAE_AVX512;
-    if (convae_kernel_fits(CONVAE_AVX2, direction, C, F))
+    if (convae_kernel_fits(CONVAE_AVX2, direction, C, F, W, kh, kw))
         return CONVAE_AVX2;
     return CONVAE_BLAS;
 }
@@ -164,10 +176,13 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
        in place. */
     const int by_rows = W - kw + 1 >= 16 && (direction == CONVAE_GRAD_WEIGHTS
                                              || (wide && direction == CONVAE_FORWARD));
+    const int scatter = wide && direction == CONVAE_GRAD_INPUTS
+                        && convae_grad_inputs_scatter_fits(C, W, kh, kw);
     int failed = 0;
     #pragma omp parallel
     {
-        const size_t scratch = direction == CONVAE_GRAD_INPUTS ? (size_t)H * W * C
+        const size_t scratch = scatter ? (size_t)kh * kw * P
+                             : direction == CONVAE_GRAD_INPUTS ? (size_t)H * W * C
                              : (direction == CONVAE_GRAD_WEIGHTS && !by_rows
                                 ? (size_t)nb * P * F : 0);
         float* tmp = scratch ? (float*)malloc(scratch * sizeof(float)) : NULL;
@@ -182,6 +197,11 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
                       : convae_avx2_forward)(
                     a + (long)step * C * H * W, w, kofs, out + (long)step * F * P,
                     C, H, W, F, kh, kw);
+            } else if (direction == CONVAE_GRAD_INPUTS && scatter) {
+                (kh == 5 ? convae_avx512_grad_inputs_scatter<5, 5>
+                         : convae_avx512_grad_inputs_scatter<3, 3>)(
+                    b + (long)step * F * P, w, out + (long)step * C * H * W, tmp,
+                    C, H, W, F);
             } else if (direction == CONVAE_GRAD_INPUTS) {
                 (wide ? convae_avx512_grad_inputs : convae_avx2_grad_inputs)(
                     b + (long)step * F * P, w, out + (long)step * C * H * W,
@@ -343,8 +363,8 @@ static int convae_corr(convae_direction direction, convae_kernel kernel,
 {
     const int N = s[0], C = s[1], H = s[2], W = s[3], F = s[4], kh = s[5], kw = s[6];
     if (kernel == CONVAE_AUTO)
-        kernel = convae_auto_kernel(direction, C, F);
-    else if (!convae_kernel_fits(kernel, direction, C, F)) {
+        kernel = convae_auto_kernel(direction, C, F, W, kh, kw);
+    else if (!convae_kernel_fits(kernel, direction, C, F, W, kh, kw)) {
         PyErr_Format(PyExc_ValueError, "BatchedCorr: the %s kernel cannot run the %s "
                      "correlation of C=%d, F=%d channels on this CPU",
                      convae_kernel_names[kernel], convae_direction_names[direction], C, F);

@@ -252,3 +252,70 @@ static void convae_avx512_forward_rows(const float* x, const float* Wt, const in
             }
         }
 }
+
+/* The gradient for the inputs where its channels do not come in 32s (the
+   post's last layer, one channel) and rows of the top are wide (ow >= 16),
+   for one image and KH x KW filters, in two passes. First, for 32 top pixels
+   at a time (in two vectors; consecutive pixels, so no lane is idle), the
+   sums over the filters f of w[f, c, i, j] * g[f, pixel] for up to 13 taps
+   (i, j) in 26 registers, each broadcast weight used for both vectors,
+   the top's pixels prefetched, stored into col (KH*KW, P); then col added into b, one tap after another
+   (added per vector, each add would read what the one before it had just
+   written, and wait for it). Wr is (kh*kw, F, C), as for
+   convae_avx512_grad_inputs; col holds KH*KW*P floats; writes b (C, H, W). */
+template <int KH, int KW>
+__attribute__((target("avx512f")))
+static void convae_avx512_grad_inputs_scatter(const float* g, const float* Wr, float* b,
+                                              float* col, int C, int H, int W, int F)
+{
+    enum { TAPS = KH * KW, PER_PASS = TAPS <= 13 ? TAPS : (TAPS + 1) / 2 };
+    const int oh = H - KH + 1, ow = W - KW + 1, P = oh * ow;
+    memset(b, 0, (size_t)C * H * W * sizeof(float));
+    for (int c = 0; c < C; c++) {
+        for (int p0 = 0; p0 < P; p0 += 32) {
+            const int left = P - p0, right = left - 16;
+            const __mmask16 first = left >= 16 ? (__mmask16)0xFFFF
+                                               : (__mmask16)((1u << left) - 1);
+            const __mmask16 second = right >= 16 ? (__mmask16)0xFFFF
+                                   : right > 0 ? (__mmask16)((1u << right) - 1) : 0;
+            #pragma GCC unroll 2
+            for (int k0 = 0; k0 < TAPS; k0 += PER_PASS) {
+                __m512 acc[PER_PASS][2];
+                for (int t = 0; t < PER_PASS; t++)
+                    acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+                for (int f = 0; f < F; f++) {
+                    const float* top = g + (long)f * P + p0;
+                    const __m512 v0 = _mm512_maskz_loadu_ps(first, top);
+                    const __m512 v1 = _mm512_maskz_loadu_ps(second, top + 16);
+                    /* 32 planes apart are more streams than the hardware
+                       prefetcher follows: fetch the pixels two blocks on. */
+                    _mm_prefetch((const char*)(top + 64), _MM_HINT_T0);
+                    _mm_prefetch((const char*)(top + 80), _MM_HINT_T0);
+                    const float* w = Wr + ((long)k0 * F + f) * C + c;
+                    #pragma GCC unroll 16
+                    for (int t = 0; t < PER_PASS; t++)
+                        if (k0 + t < TAPS) {
+                            const __m512 wt = _mm512_set1_ps(w[(long)t * F * C]);
+                            acc[t][0] = _mm512_fmadd_ps(v0, wt, acc[t][0]);
+                            acc[t][1] = _mm512_fmadd_ps(v1, wt, acc[t][1]);
+                        }
+                }
+                #pragma GCC unroll 16
+                for (int t = 0; t < PER_PASS; t++)
+                    if (k0 + t < TAPS) {
+                        float* out = col + (long)(k0 + t) * P + p0;
+                        _mm512_mask_storeu_ps(out, first, acc[t][0]);
+                        _mm512_mask_storeu_ps(out + 16, second, acc[t][1]);
+                    }
+            }
+        }
+        float* image = b + (long)c * H * W;
+        for (int k = 0; k < TAPS; k++)
+            for (int y = 0; y < oh; y++) {
+                float* d = image + (y + k / KW) * W + k % KW;
+                const float* s = col + (long)k * P + y * ow;
+                for (int x = 0; x < ow; x++)
+                    d[x] += s[x];
+            }
+    }
+}

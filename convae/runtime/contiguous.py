@@ -141,10 +141,11 @@ class BiasActivationMaxPool2x2(BiasActivation):
     """2x2 max pooling (as MaxPool2x2) of activation(x + b), float32 x (N, C, H, W).
 
     What a convolution layer followed by pooling computes where nothing else
-    needs the layer's own output (evaluation): the activations are never
-    written out. The values of BiasActivation then MaxPool2x2, to the bit for
-    rectify; tanh may differ by 2 ulp where one of them took glibc's vector
-    tanhf and the other its scalar one (at the ends of rows).
+    needs the layer's own output (evaluation). It pools x + b and activates
+    the maxima alone: rounding x + b keeps the order of x and both
+    activations increase, so the values are those of BiasActivation then
+    MaxPool2x2, to the bit for rectify; for tanh up to 2 ulp where one took
+    glibc's vector tanhf and the other its scalar one (at the ends of rows).
     """
 
     def make_node(self, x, b):

@@ -187,15 +187,12 @@ static void convae_max_pool_2x2(const float* x, float* y, npy_intp planes,
         }
 }
 
-/* Pooled columns of a row taken at a time: their activations (pooling after
-   a bias and activation), or their maxima and gradients spread to pairs
-   (pooling's gradient). */
-#define CONVAE_POOL_CHUNK 128
 
 /* y (n, channels, H/2, W/2) = 2x2 max pooling of activation(x + bias) for x
    (n, channels, H, W) and one bias per channel, without writing the
-   activations out: two rows of them at a time go through a small buffer (a
-   loop gcc vectorises, tanhf included), then the pooling above. */
+   activations out. It pools first and activates the maxima alone: rounding
+   x + bias keeps the order of x, and tanh and rectify are increasing, so the
+   maximum is the same, for a quarter of the tanhf calls. */
 template <int ACTIVATION>
 static void convae_bias_activation_max_pool_2x2(const float* x, const float* bias, float* y,
                                                 npy_intp n, npy_intp channels,
@@ -205,20 +202,19 @@ static void convae_bias_activation_max_pool_2x2(const float* x, const float* bia
     #pragma omp parallel for schedule(static) if (planes * H * W > CONVAE_PARALLEL_MIN)
     for (npy_intp p = 0; p < planes; p++) {
         const float shift = bias[p % channels];
-        for (npy_intp r = 0; r < oh; r++)
-            for (npy_intp c0 = 0; c0 < ow; c0 += CONVAE_POOL_CHUNK) {
-                const npy_intp m = ow - c0 < CONVAE_POOL_CHUNK ? ow - c0 : CONVAE_POOL_CHUNK;
-                float rows[2][2 * CONVAE_POOL_CHUNK];
-                for (int h = 0; h < 2; h++) {
-                    const float* src = x + (p * H + 2 * r + h) * W + 2 * c0;
-                    for (npy_intp k = 0; k < 2 * m; k++)
-                        rows[h][k] = convae_activate<ACTIVATION>(src[k] + shift);
-                }
-                convae_max_2x2_row(rows[0], rows[1], y + (p * oh + r) * ow + c0, m);
-            }
+        float* out = y + p * oh * ow;
+        for (npy_intp r = 0; r < oh; r++) {
+            const float* top = x + (p * H + 2 * r) * W;
+            convae_max_2x2_row(top, top + W, out + r * ow, ow);
+        }
+        for (npy_intp i = 0; i < oh * ow; i++)
+            out[i] = convae_activate<ACTIVATION>(out[i] + shift);
     }
 }
 
+/* Pooled columns of a row whose maxima and gradients are spread to pairs at
+   a time (pooling's gradient). */
+#define CONVAE_POOL_CHUNK 128
 
 /* gx (planes, H, W): g (planes, H/2, W/2) goes to every x equal to its 2x2
    block's maximum m; everything else, the dropped border included, is 0.

@@ -10,7 +10,7 @@ computes the same three correlations two ways:
   (gradient for the inputs) come in multiples of 32 and the CPU has AVX-512F,
   or in multiples of 16 and it has AVX2 and FMA (checked at run time), with
   direct kernels (``c_code/corr_avx512.c``, ``c_code/corr_avx2.c``): the sums
-  for 32 channels of 12 pixels (AVX-512) or 16 channels of 6 pixels (AVX2;
+  for 32 channels of 8 pixels (AVX-512) or 16 channels of 6 pixels (AVX2;
   for short sums, such as the first layer's 25 products, 8 filters of 8
   pixels) stay in vector registers, fed straight from the images with no
   unrolled copy, one image (or for the weights, one cache-sized chunk of

@@ -41,6 +41,25 @@ def libmvec_has_tanhf():
         return False
 
 
+def pooled_shape(shape):
+    """The shape of 2x2 max pooling's output for an input (N, C, H, W)."""
+    n, c, h, w = shape
+    return (n, c, h // 2, w // 2)
+
+
+class Pooled2x2:
+    """What the ops whose output is 2x2-pooled in0 share: its shape, in Python and C."""
+
+    # C: xd, in0's shape, and dims, the output's.
+    DIMS_C = """
+        const npy_intp* xd = PyArray_DIMS(in0);
+        const npy_intp dims[4] = {xd[0], xd[1], xd[2] / 2, xd[3] / 2};
+        """
+
+    def infer_shape(self, node, shapes):
+        return [pooled_shape(shapes[0])]
+
+
 class ContiguousLoop(ContiguousFloat32Op):
     """An op whose loop is a function of ``c_code/contiguous.c``."""
 
@@ -137,7 +156,7 @@ class BiasActivation(ContiguousLoop):
         """
 
 
-class BiasActivationMaxPool2x2(BiasActivation):
+class BiasActivationMaxPool2x2(Pooled2x2, BiasActivation):
     """2x2 max pooling (as MaxPool2x2) of activation(x + b), float32 x (N, C, H, W).
 
     What a convolution layer followed by pooling computes where nothing else
@@ -157,18 +176,11 @@ class BiasActivationMaxPool2x2(BiasActivation):
     def perform(self, node, inputs, outputs):
         super().perform(node, inputs, outputs)
         y = outputs[0][0]
-        rows, cols = y.shape[2] // 2 * 2, y.shape[3] // 2 * 2
-        outputs[0][0] = y[:, :, :rows, :cols].reshape(
-            y.shape[0], y.shape[1], rows // 2, 2, cols // 2, 2).max(axis=(3, 5))
-
-    def infer_shape(self, node, shapes):
-        n, c, h, w = shapes[0]
-        return [(n, c, h // 2, w // 2)]
+        n, c, h, w = pooled_shape(y.shape)
+        outputs[0][0] = y[:, :, :2 * h, :2 * w].reshape(n, c, h, 2, w, 2).max(axis=(3, 5))
 
     def body(self):
-        return """
-        const npy_intp* xd = PyArray_DIMS(in0);
-        const npy_intp dims[4] = {xd[0], xd[1], xd[2] / 2, xd[3] / 2};
+        return self.DIMS_C + """
         if (PyArray_DIMS(in1)[0] != xd[1]) {
             PyErr_SetString(PyExc_ValueError, "BiasActivationMaxPool2x2: one bias per channel");
             %(fail)s
@@ -277,7 +289,7 @@ class ChannelSum(ContiguousLoop):
         """
 
 
-class MaxPool2x2(ContiguousLoop):
+class MaxPool2x2(Pooled2x2, ContiguousLoop):
     """x (N, C, H, W) -> (N, C, H // 2, W // 2): the maximum of each 2x2 block."""
 
     __props__ = ()
@@ -288,14 +300,8 @@ class MaxPool2x2(ContiguousLoop):
             raise TypeError("MaxPool2x2 takes a 4-D float32 tensor")
         return theano.Apply(self, [x], [x.type()])
 
-    def infer_shape(self, node, shapes):
-        n, c, h, w = shapes[0]
-        return [(n, c, h // 2, w // 2)]
-
     def body(self):
-        return """
-        const npy_intp* xd = PyArray_DIMS(in0);
-        const npy_intp dims[4] = {xd[0], xd[1], xd[2] / 2, xd[3] / 2};
+        return self.DIMS_C + """
         if (convae_prepare(&%(out)s, 4, dims)) %(fail)s
         convae_max_pool_2x2((const float*)PyArray_DATA(in0), (float*)PyArray_DATA(%(out)s),
                             xd[0] * xd[1], xd[2], xd[3]);

@@ -239,29 +239,26 @@ def local_parallel_mrg_uniform(node):
     return ParallelMRGUniform(op.output_type, inplace=op.inplace)(*node.inputs)
 
 
+# convae's passes in Theano's optimizer database: name, rewrites, position.
+# 48.6: after the canonical and specialising passes, just before elementwise
+# fusion (49) would hide tanh inside fused loops; Theano chooses CorrMM at
+# 48.6 (specialize_device), so the convolutions come after it, and the ops
+# built from the ops of earlier passes after those. Theano's in-place pass
+# (99) then makes ParallelMRGUniform in-place as it did its own op.
+PASSES = [
+    ("convae_float32_tanh", (local_float32_tanh, local_relu_bias), 48.6),
+    ("convae_batched_corr", (local_batched_corr,), 48.65),
+    ("convae_contiguous_ops", (local_contiguous_ops,), 48.66),
+    ("convae_bias_activation_max_pool", (local_bias_activation_max_pool,), 48.665),
+    ("convae_parallel_dot", (local_parallel_dot,), 48.668),
+    ("convae_parallel_mrg_uniform", (local_parallel_mrg_uniform,), 48.67),
+]
+
+
 def register():
     """Add the rewrites to Theano's optimizer database (once per process)."""
-    if "convae_float32_tanh" in theano.compile.optdb.__db__:
+    if PASSES[0][0] in theano.compile.optdb.__db__:
         return
-    # Position 48.6: after the canonical and specialising passes, just before
-    # elementwise fusion (49) would hide tanh inside fused loops.
-    theano.compile.optdb.register(
-        "convae_float32_tanh", theano.gof.opt.in2out(local_float32_tanh, local_relu_bias),
-        48.6, "fast_run", TAG)
-    # After specialize_device (48.6), where Theano chooses CorrMM.
-    theano.compile.optdb.register(
-        "convae_batched_corr", theano.gof.opt.in2out(local_batched_corr),
-        48.65, "fast_run", TAG)
-    theano.compile.optdb.register(
-        "convae_contiguous_ops", theano.gof.opt.in2out(local_contiguous_ops),
-        48.66, "fast_run", TAG)
-    theano.compile.optdb.register(
-        "convae_bias_activation_max_pool", theano.gof.opt.in2out(local_bias_activation_max_pool),
-        48.665, "fast_run", TAG)
-    theano.compile.optdb.register(
-        "convae_parallel_dot", theano.gof.opt.in2out(local_parallel_dot),
-        48.668, "fast_run", TAG)
-    # Before the in-place pass (99), which makes the new op in-place as it did Theano's.
-    theano.compile.optdb.register(
-        "convae_parallel_mrg_uniform", theano.gof.opt.in2out(local_parallel_mrg_uniform),
-        48.67, "fast_run", TAG)
+    for name, rewrites, position in PASSES:
+        theano.compile.optdb.register(name, theano.gof.opt.in2out(*rewrites), position,
+                                      "fast_run", TAG)

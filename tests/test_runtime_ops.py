@@ -211,7 +211,8 @@ def test_parallel_mrg_uniform_draws_theanos_samples_and_states(shape, dtype):
         np.testing.assert_array_equal(their_state, our_state)
 
 
-@pytest.mark.parametrize("m, k, n", [(128, 512, 256), (3, 4, 5), (1, 7, 2)])
+@pytest.mark.parametrize("m, k, n", [(128, 512, 256), (3, 4, 5), (1, 7, 2),
+                                     (4, 0, 3), (0, 5, 3)])  # empty sums and rows
 def test_parallel_dot_is_the_dense_layers_products(m, k, n):
     """Dot22 and Dot22Scalar (a dense layer's forward and gradient products,
     transposed views included) become ParallelDot and compute the same."""
@@ -224,15 +225,19 @@ def test_parallel_dot_is_the_dense_layers_products(m, k, n):
     fast = theano.function([a, b, c], outputs)
     slow = theano.function([a, b, c], outputs,
                            mode=theano.compile.get_default_mode().excluding("convae_fast"))
+    # Theano's own Dot22 refuses empty matrices ("no unit stride"); NumPy decides there.
+    slow_values = slow(x, w, g) if m * k * n else [None] * 3
     ops = [node.op for node in fast.maker.fgraph.toposort()]
     assert sum(isinstance(op, ParallelDot) for op in ops) == 3
     assert not {"Dot22", "Dot22Scalar"} & {type(op).__name__ for op in ops}
     x64, w64, g64 = (v.astype(np.float64) for v in (x, w, g))
     expected = [x64 @ w64, 0.1 * x64.T @ g64, 2 * g64 @ w64.T]
-    for ours, theirs, exact in zip(fast(x, w, g), slow(x, w, g), expected):
+    for ours, theirs, exact in zip(fast(x, w, g), slow_values, expected):
         assert ours.dtype == np.float32 and ours.shape == exact.shape
-        np.testing.assert_allclose(ours, exact, rtol=1e-5, atol=1e-5 * np.abs(exact).max())
-        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6 * np.abs(exact).max())
+        scale = np.abs(exact).max(initial=0)
+        np.testing.assert_allclose(ours, exact, rtol=1e-5, atol=1e-5 * scale)
+        if theirs is not None:
+            np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6 * scale)
 
 
 def test_an_edit_to_any_c_file_changes_the_module_cache_version(tmp_path, monkeypatch):

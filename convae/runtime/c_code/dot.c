@@ -12,6 +12,10 @@
 static void convae_dot(const float* x, const float* y, float* out, int M, int K, int N,
                        float scale, int trans_x, int trans_y)
 {
+    if (K == 0) {  /* a sum of nothing: zeros (and no BLAS call with a zero leading dimension) */
+        memset(out, 0, (size_t)M * N * sizeof(float));
+        return;
+    }
     const int blas_threads = convae_blas_one_thread();
     const float zero = 0.0f;
     int ldx = trans_x ? M : K, ldy = trans_y ? K : N;

@@ -271,8 +271,13 @@ static void convae_avx2_grad_weights_rows(const float* bottom, const float* top,
                         }
                     }
             }
+            /* Constant indices only, so that acc stays in registers. */
+            float sums[5][2];
+            for (int t = 0; t < 5; t++)
+                for (int f = 0; f < 2; f++)
+                    sums[t][f] = convae_sum_lanes(acc[f][t]);
             for (int t = 0; t < real; t++)
                 for (int f = 0; f < 2; f++)
-                    dW[(long)(k0 + t) * F + f0 + f] += convae_sum_lanes(acc[f][t]);
+                    dW[(long)(k0 + t) * F + f0 + f] += sums[t][f];
         }
 }

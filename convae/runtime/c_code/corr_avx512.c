@@ -206,9 +206,15 @@ static void convae_avx512_grad_weights_rows(const float* bottom, const float* to
                         }
                     }
             }
+            /* Constant indices only, so that acc stays in registers (with
+               t < real here, gcc kept it in memory, stored every step). */
+            float sums[5][4];
+            for (int t = 0; t < 5; t++)
+                for (int f = 0; f < 4; f++)
+                    sums[t][f] = _mm512_reduce_add_ps(acc[f][t]);
             for (int t = 0; t < real; t++)
                 for (int f = 0; f < 4; f++)
-                    dW[(long)(k0 + t) * F + f0 + f] += _mm512_reduce_add_ps(acc[f][t]);
+                    dW[(long)(k0 + t) * F + f0 + f] += sums[t][f];
         }
 }
 

@@ -11,6 +11,14 @@
    8x8 maps, where 12 left a third of the last block idle. */
 #define CONVAE_PIXELS_512 8
 
+/* The lanes of a 16-float vector below count (count <= 0: none, >= 16:
+   all), as the masked loads and stores take them. */
+static inline __mmask16 convae_lanes_below_512(int count)
+{
+    return count >= 16 ? (__mmask16)0xFFFF
+         : count > 0 ? (__mmask16)((1u << count) - 1) : (__mmask16)0;
+}
+
 #define CONVAE_STEP_512(t, value)                                          \
     {                                                                      \
         const __m512 v_ = _mm512_set1_ps(*(value));                        \
@@ -192,8 +200,7 @@ static void convae_avx512_grad_weights_rows(const float* bottom, const float* to
                 const float* g = top + ((long)n * F + f0) * P;
                 for (int y = 0; y < oh; y++)
                     for (int x0 = 0; x0 < ow; x0 += 16) {
-                        const __mmask16 lanes = ow - x0 >= 16
-                            ? (__mmask16)0xFFFF : (__mmask16)((1u << (ow - x0)) - 1);
+                        const __mmask16 lanes = convae_lanes_below_512(ow - x0);
                         const float* s = x + y * W + x0;
                         const float* gr = g + y * ow + x0;
                         __m512 tops[4];
@@ -231,11 +238,8 @@ static void convae_avx512_forward_rows(const float* x, const float* Wt, const in
     const int oh = H - kh + 1, ow = W - kw + 1, P = oh * ow, K = C * kh * kw;
     for (int r = 0; r < oh; r++)
         for (int x0 = 0; x0 < ow; x0 += 32) {
-            const int left = ow - x0, right = left - 16;
-            const __mmask16 first = left >= 16 ? (__mmask16)0xFFFF
-                                               : (__mmask16)((1u << left) - 1);
-            const __mmask16 second = right >= 16 ? (__mmask16)0xFFFF
-                                   : right > 0 ? (__mmask16)((1u << right) - 1) : 0;
+            const __mmask16 first = convae_lanes_below_512(ow - x0);
+            const __mmask16 second = convae_lanes_below_512(ow - x0 - 16);
             const float* s = x + r * W + x0;
             float* out = y + r * ow + x0;
             for (int f0 = 0; f0 < F; f0 += 8) {
@@ -265,10 +269,10 @@ static void convae_avx512_forward_rows(const float* x, const float* Wt, const in
    for one image and KH x KW filters, in two passes. First, for 32 top pixels
    at a time (in two vectors; consecutive pixels, so no lane is idle), the
    sums over the filters f of w[f, c, i, j] * g[f, pixel] for up to 13 taps
-   (i, j) in 26 registers, each broadcast weight used for both vectors,
-   the top's pixels prefetched, stored into col (KH*KW, P); then col added into b, one tap after another
-   (added per vector, each add would read what the one before it had just
-   written, and wait for it). Wr is (kh*kw, F, C), as for
+   (i, j) in 26 registers, each broadcast weight used for both vectors and
+   the top's pixels prefetched, stored into col (KH*KW, P); then col added
+   into b, one tap after another (added per vector, each add would read what
+   the one before it had just written, and wait for it). Wr is (kh*kw, F, C), as for
    convae_avx512_grad_inputs; col holds KH*KW*P floats; writes b (C, H, W). */
 template <int KH, int KW>
 __attribute__((target("avx512f")))
@@ -280,11 +284,8 @@ static void convae_avx512_grad_inputs_scatter(const float* g, const float* Wr, f
     memset(b, 0, (size_t)C * H * W * sizeof(float));
     for (int c = 0; c < C; c++) {
         for (int p0 = 0; p0 < P; p0 += 32) {
-            const int left = P - p0, right = left - 16;
-            const __mmask16 first = left >= 16 ? (__mmask16)0xFFFF
-                                               : (__mmask16)((1u << left) - 1);
-            const __mmask16 second = right >= 16 ? (__mmask16)0xFFFF
-                                   : right > 0 ? (__mmask16)((1u << right) - 1) : 0;
+            const __mmask16 first = convae_lanes_below_512(P - p0);
+            const __mmask16 second = convae_lanes_below_512(P - p0 - 16);
             #pragma GCC unroll 2
             for (int k0 = 0; k0 < TAPS; k0 += PER_PASS) {
                 __m512 acc[PER_PASS][2];

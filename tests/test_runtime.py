@@ -101,6 +101,30 @@ def test_pooling_a_layer_output_that_nothing_else_reads_is_fused(activation):
                                    rtol=2e-6, atol=2e-7)
 
 
+def test_the_gradient_through_pooling_and_tanh_is_one_pass():
+    from theano.tensor.signal.pool import pool_2d
+    rng = np.random.RandomState(8)
+    values = (3 * rng.randn(6, 4, 10, 12)).astype("float32")
+    bias = rng.randn(4).astype("float32")
+    weights = rng.randn(6, 4, 5, 6).astype("float32")
+    x, b = T.ftensor4(), T.fvector()
+    y = T.tanh(x + b.dimshuffle("x", 0, "x", "x"))
+    cost = (pool_2d(y, (2, 2), ignore_border=True) * weights).sum()
+    gx = T.grad(cost, x)
+    fused = theano.function([x, b], gx)
+    pool_grad = theano.grad(cost, y)  # pooling's gradient read twice: not fused
+    apart = theano.function([x, b], [gx, pool_grad])
+    slow = theano.function([x, b], gx, mode=SLOW_MODE)
+
+    def through(fn):
+        return [node.op.through_tanh for node in fn.maker.fgraph.toposort()
+                if type(node.op).__name__ == "MaxPool2x2Grad"]
+    assert through(fused) == [True] and through(apart) == [False]
+    assert "Elemwise" not in op_names(fused)
+    np.testing.assert_array_equal(fused(values, bias), apart(values, bias)[0])
+    np.testing.assert_allclose(fused(values, bias), slow(values, bias), rtol=1e-5, atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def setup(mnist_dir):
     images = data.read_idx(os.path.join(mnist_dir, "t10k-images-idx3-ubyte.gz"))

@@ -181,6 +181,19 @@ def test_max_pool_2x2_and_gradient_match_numpy_and_theano():
         np.testing.assert_array_equal(pooled, theano_pooled)
         np.testing.assert_array_equal(expected, theano_grad)
 
+        # Through tanh: y = tanh(x) pooled, the gradient for x in one pass.
+        y = np.tanh(x)
+        y[0, 0, -1, -1] = np.nan  # on the dropped border if the size is odd
+        pooled_y = compiled(MaxPool2x2(), y)
+        through = compiled(MaxPool2x2Grad(through_tanh=True), y, pooled_y, gz)
+        routed = compiled(MaxPool2x2Grad(), y, pooled_y, gz)
+        np.testing.assert_allclose(through, routed * (1 - y.astype(np.float64) ** 2),
+                                   rtol=1e-6, atol=1e-7)
+        theano_through = theano.function(
+            [v, m, g], MaxPoolGrad(ignore_border=True)(v, m, g, (2, 2), (2, 2), (0, 0))
+            * (1 - T.sqr(v)), mode=theano.compile.get_default_mode().excluding("convae_fast"))
+        np.testing.assert_array_equal(through, theano_through(y, pooled_y, gz))
+
 
 @pytest.mark.parametrize("shape, dtype", [
     ((128, 512), "float32"),  # the first dropout mask of the post's network

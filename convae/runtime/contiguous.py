@@ -22,7 +22,9 @@ the cores with OpenMP; ``convae.runtime.rewrites`` swaps them in:
   axis but the channels (a bias gradient);
 * ``MaxPool2x2`` / ``MaxPool2x2Grad``: 2x2 max pooling with stride 2, no
   padding, trailing odd rows and columns dropped (``ignore_border=True``); the
-  gradient goes to every input equal to its window's maximum, as Theano's.
+  gradient goes to every input equal to its window's maximum, as Theano's,
+  and where the input is tanh's output can go on through tanh in the same
+  pass.
 """
 import ctypes
 
@@ -309,9 +311,18 @@ class MaxPool2x2(Pooled2x2, ContiguousLoop):
 
 
 class MaxPool2x2Grad(ContiguousLoop):
-    """(x, maxout, gz) -> gx, shaped like x: gz goes to every x equal to its 2x2 block's maximum."""
+    """(x, maxout, gz) -> gx, shaped like x: gz goes to every x equal to its 2x2 block's maximum.
 
-    __props__ = ()
+    through_tanh: x is tanh's output, and gx is multiplied by tanh's
+    derivative, 1 - x * x: the gradient for the input of a tanh layer that
+    is pooled, without writing pooling's gradient out and reading it back.
+    """
+
+    __props__ = ("through_tanh",)
+
+    def __init__(self, through_tanh=False, openmp=None):
+        super().__init__(openmp=openmp)
+        self.through_tanh = bool(through_tanh)
 
     def make_node(self, x, maxout, gz):
         x, maxout, gz = (T.as_tensor_variable(v) for v in (x, maxout, gz))
@@ -332,7 +343,8 @@ class MaxPool2x2Grad(ContiguousLoop):
             %(fail)s
         }
         if (convae_prepare(&%(out)s, 4, xd)) %(fail)s
-        convae_max_pool_2x2_grad((const float*)PyArray_DATA(in0),
+        convae_max_pool_2x2_grad<""" + ("true" if self.through_tanh else "false") + """>(
+                                 (const float*)PyArray_DATA(in0),
                                  (const float*)PyArray_DATA(in1),
                                  (const float*)PyArray_DATA(in2),
                                  (float*)PyArray_DATA(%(out)s), xd[0] * xd[1], xd[2], xd[3]);

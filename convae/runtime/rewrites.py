@@ -206,6 +206,28 @@ def local_bias_activation_max_pool(node):
     return [BiasActivationMaxPool2x2(y.owner.op.activation)(*y.owner.inputs)]
 
 
+@theano.gof.local_optimizer([T.mul])
+def local_max_pool_tanh_grad(node):
+    """Replace MaxPool2x2Grad(y, m, g) * (1 - sqr(y)), the gradient through
+    pooling and then through the tanh that made y, by
+    MaxPool2x2Grad(through_tanh=True) where nothing else reads pooling's
+    gradient."""
+    if elemwise_node(node.outputs[0], theano.scalar.Mul) is None or len(node.inputs) != 2:
+        return False
+    for routed, derivative in (node.inputs, node.inputs[::-1]):
+        pool_grad, sub = routed.owner, elemwise_node(derivative, theano.scalar.Sub)
+        if (pool_grad is None or type(pool_grad.op) is not MaxPool2x2Grad
+                or pool_grad.op.through_tanh or len(routed.clients) != 1 or sub is None):
+            continue
+        one, square = sub.inputs
+        sqr = elemwise_node(square, theano.scalar.Sqr)
+        if (isinstance(one, T.TensorConstant) and np.all(one.data == 1)
+                and sqr is not None and sqr.inputs[0] is pool_grad.inputs[0]):
+            out = MaxPool2x2Grad(through_tanh=True)(*pool_grad.inputs)
+            return [out] if out.type == node.outputs[0].type else False
+    return False
+
+
 @theano.gof.local_optimizer([Dot22, Dot22Scalar])
 def local_parallel_dot(node):
     """Replace float32 Dot22, and Dot22Scalar by a constant, by ParallelDot."""
@@ -249,7 +271,7 @@ PASSES = [
     ("convae_float32_tanh", (local_float32_tanh, local_relu_bias), 48.6),
     ("convae_batched_corr", (local_batched_corr,), 48.65),
     ("convae_contiguous_ops", (local_contiguous_ops,), 48.66),
-    ("convae_bias_activation_max_pool", (local_bias_activation_max_pool,), 48.665),
+    ("convae_pool_fusions", (local_bias_activation_max_pool, local_max_pool_tanh_grad), 48.665),
     ("convae_parallel_dot", (local_parallel_dot,), 48.668),
     ("convae_parallel_mrg_uniform", (local_parallel_mrg_uniform,), 48.67),
 ]

@@ -216,16 +216,30 @@ static void convae_bias_activation_max_pool_2x2(const float* x, const float* bia
    a time (pooling's gradient). */
 #define CONVAE_POOL_CHUNK 128
 
+/* The gradient routed to one input x (g, or 0 where x is not its window's
+   maximum); THROUGH_TANH: x is tanh's output, and the gradient is multiplied
+   by tanh's derivative 1 - x * x as Theano's elementwise loop multiplies it
+   (zeros too, so that a NaN x still gives a NaN). */
+template <bool THROUGH_TANH>
+static inline float convae_pool_grad_out(float routed, float x)
+{
+    return THROUGH_TANH ? routed * (1.0f - x * x) : routed;
+}
+
 /* gx (planes, H, W): g (planes, H/2, W/2) goes to every x equal to its 2x2
-   block's maximum m; everything else, the dropped border included, is 0.
-   A chunk of a pooled row's m and g is spread to pairs once for its two
-   input rows, so that each row is one comparison loop gcc vectorises. */
+   block's maximum m; everything else, the dropped border included, is 0
+   (each through convae_pool_grad_out). A chunk of a pooled row's m and g is
+   spread to pairs once for its two input rows, so that each row is one
+   comparison loop gcc vectorises. */
+template <bool THROUGH_TANH>
 static void convae_max_pool_2x2_grad(const float* x, const float* m, const float* g,
                                      float* gx, npy_intp planes, npy_intp H, npy_intp W)
 {
     const npy_intp oh = H / 2, ow = W / 2;
     #pragma omp parallel for schedule(static) if (planes * H * W > CONVAE_PARALLEL_MIN)
     for (npy_intp p = 0; p < planes; p++) {
+        const float* xp = x + p * H * W;
+        float* gp = gx + p * H * W;
         for (npy_intp r = 0; r < oh; r++) {
             for (npy_intp c0 = 0; c0 < ow; c0 += CONVAE_POOL_CHUNK) {
                 const npy_intp n = ow - c0 < CONVAE_POOL_CHUNK
@@ -234,17 +248,18 @@ static void convae_max_pool_2x2_grad(const float* x, const float* m, const float
                 convae_spread_pairs(m + (p * oh + r) * ow + c0, m2, n);
                 convae_spread_pairs(g + (p * oh + r) * ow + c0, g2, n);
                 for (npy_intp h = 0; h < 2; h++) {
-                    const float* xr = x + (p * H + 2 * r + h) * W + 2 * c0;
-                    float* out = gx + (p * H + 2 * r + h) * W + 2 * c0;
+                    const float* xr = xp + (2 * r + h) * W + 2 * c0;
+                    float* out = gp + (2 * r + h) * W + 2 * c0;
                     for (npy_intp k = 0; k < 2 * n; k++)
-                        out[k] = xr[k] == m2[k] ? g2[k] : 0.0f;
+                        out[k] = convae_pool_grad_out<THROUGH_TANH>(
+                            xr[k] == m2[k] ? g2[k] : 0.0f, xr[k]);
                 }
             }
-            if (W % 2) {
-                gx[(p * H + 2 * r) * W + W - 1] = 0.0f;
-                gx[(p * H + 2 * r + 1) * W + W - 1] = 0.0f;
-            }
+            if (W % 2)
+                for (npy_intp q = (2 * r + 1) * W - 1; q < (2 * r + 2) * W; q += W)
+                    gp[q] = convae_pool_grad_out<THROUGH_TANH>(0.0f, xp[q]);
         }
-        if (H % 2) memset(gx + (p * H + H - 1) * W, 0, W * sizeof(float));
+        for (npy_intp q = 2 * oh * W; q < H * W; q++)  /* an odd last row */
+            gp[q] = convae_pool_grad_out<THROUGH_TANH>(0.0f, xp[q]);
     }
 }

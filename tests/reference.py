@@ -66,6 +66,16 @@ def upscale_repeat(x, factors):
     return np.kron(x, np.ones((1, 1) + tuple(factors), dtype=x.dtype))
 
 
+def upscale_repeat_grad(g, factors):
+    """The gradient of upscale_repeat for g (N, C, a*H, b*W), as Lasagne
+    master's graph sums it: each block's rows first, then its columns, each
+    sum in float64 rounded to float32."""
+    (a, b), (n, c, rows, cols) = factors, g.shape
+    over_rows = g.reshape(n, c, rows // a, a, cols).sum(axis=3, dtype=np.float64)
+    over_rows = over_rows.astype(np.float32).reshape(n, c, rows // a, cols // b, b)
+    return over_rows.sum(axis=4, dtype=np.float64).astype(np.float32)
+
+
 def upscale_dilate(x, factors):
     """Each value goes to the top-left of its block; the rest is zero."""
     block = np.zeros((1, 1) + tuple(factors), dtype=x.dtype)

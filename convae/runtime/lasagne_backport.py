@@ -126,11 +126,13 @@ class Upscale2DLayer(Layer):
                      input.shape[2] * rows, input.shape[3] * cols)
             zeros = T.zeros(shape, dtype=input.dtype)
             return T.set_subtensor(zeros[:, :, ::rows, ::cols], input)
+        # Columns first, then rows, as master: the values are the same
+        # either way, but the gradient sums each block in this order.
         upscaled = input
-        if rows > 1:
-            upscaled = T.repeat(upscaled, rows, axis=2)
         if cols > 1:
             upscaled = T.repeat(upscaled, cols, axis=3)
+        if rows > 1:
+            upscaled = T.repeat(upscaled, rows, axis=2)
         return upscaled
 
 

@@ -16,8 +16,11 @@ count and compile directory are set before Theano loads):
   ``train_efficiency`` / ``eval_efficiency`` are the ratios (above 1.0 is
   impossible, and reported as an error);
 * ``cpu`` (model name, family/model, the SIMD features convae's kernels
-  use), ``blas_core`` (the OpenBLAS core that ran) and ``kernels`` (the
-  kernel each convolution ran with, as the C code reports it);
+  use), ``blas_core`` (the OpenBLAS core that ran), ``kernels`` (the
+  kernel each convolution ran with, as the C code reports it) and
+  ``kernel_ms`` (for each convolution at this batch size and thread count,
+  the milliseconds each kernel that can run it took when it was measured
+  on this machine, see ``convae.runtime.kernel_choice``);
 * with ``--pytorch PYTHON``: ``scripts/bench_pytorch.py`` (the same network
   in PyTorch, CPU eager) run by that Python right after, on the same batches
   and threads: ``pytorch_train_images_per_s``, ``pytorch_eval_images_per_s``
@@ -142,7 +145,7 @@ def measure(args):
     """In a child process: compile, time the first step, then throughput."""
     import convae
     from convae import data, train
-    from convae.runtime import corr, openblas
+    from convae.runtime import corr, kernel_choice, openblas
     convae.runtime.enable()
     images = data.load_dataset("mnist", args.data_dir)[0]
     size = args.batch_size
@@ -160,7 +163,11 @@ def measure(args):
             eval_images_per_s=rate(run.val_fn, batches),
             forward_flops_per_image=forward_flops(run.network),
             sgemm_gflops=sgemm_gflops(args.threads), blas=blas_description(),
-            blas_core=openblas.core_name(), kernels=dict(sorted(corr.KERNELS_RUN.items())))
+            blas_core=openblas.core_name(), kernels=dict(sorted(corr.KERNELS_RUN.items())),
+            kernel_ms={key: entry["ms"] for key, entry in sorted(
+                kernel_choice.kept_choices().items())
+                if " N={} ".format(size) in key
+                and key.endswith(" threads={}".format(args.threads))})
     print(json.dumps(result))
     return 0
 
@@ -290,7 +297,7 @@ def bench(args):
         compile_warm_no_function_cache_s=round(theano_warm["compile_s"], 2),
         first_step_warm_s=round(warm["first_step_s"], 2),
         cpu=cpu_description(), blas=warm["blas"], blas_core=warm["blas_core"],
-        kernels=warm["kernels"], theano_defaults=default_flags())
+        kernels=warm["kernels"], kernel_ms=warm["kernel_ms"], theano_defaults=default_flags())
     if args.pytorch:
         torch = pytorch_rates(args, data_dir)
         report.update(

@@ -34,7 +34,9 @@ def fake_child(sgemm_gflops):
         return dict(compile_s=1.0, first_step_s=2.0, train_images_per_s=2000.0,
                     eval_images_per_s=6000.0, forward_flops_per_image=8.921e6,
                     sgemm_gflops=sgemm_gflops, blas="OpenBLAS", blas_core="Prescott",
-                    kernels={"forward C=32 F=32 12x12 filter 5x5": "avx2"})
+                    kernels={"forward C=32 F=32 12x12 filter 5x5": "avx2"},
+                    kernel_ms={"forward N=128 C=32 F=32 12x12 filter 5x5 threads=2":
+                               {"avx2": 3.1, "blas": 4.2}})
     return child
 
 

@@ -4,6 +4,7 @@ Each is checked against NumPy/SciPy arithmetic (tests/reference.py) and
 against the Theano op it stands in for, on shapes of the post's network and
 on awkward ones (odd sizes, one image, a batch that does not split evenly).
 """
+import json
 import shutil
 
 import numpy as np
@@ -15,6 +16,7 @@ from theano.tensor.nnet.corr import CorrMM, CorrMM_gradInputs, CorrMM_gradWeight
 from theano.tensor.signal.pool import MaxPoolGrad, Pool
 
 from convae.runtime.contiguous import AxisSum, ChannelSum, MaxPool2x2, MaxPool2x2Grad, Repeat
+from convae.runtime import kernel_choice
 from convae.runtime.corr import KERNEL_FEATURES, KERNELS_RUN, BatchedCorr
 from convae.runtime.dot import ParallelDot
 from convae.runtime.mrg import ParallelMRGUniform
@@ -57,6 +59,23 @@ def conv_case(shape, seed=0):
     weights = rng.randn(f, c, kh, kw).astype("float32")
     top = rng.randn(n, f, size - kh + 1, size + 2 - kw).astype("float32")
     return bottom, weights, top
+
+
+@pytest.fixture(autouse=True)
+def kernel_store(tmp_path, monkeypatch):
+    """An empty store of kept kernel choices for each test (auto measures
+    afresh, and the user's store is left alone); its file's path."""
+    store = tmp_path / kernel_choice.FILE_NAME
+    monkeypatch.setattr(kernel_choice, "path", lambda: str(store))
+    monkeypatch.setattr(kernel_choice, "_kept", None)
+    return store
+
+
+def fitting_kernels(channels):
+    """The kernels this CPU can run for a correlation whose blocked channels number channels."""
+    flags = cpu_flags()
+    return [kernel for kernel in ("avx512", "avx2", "blas")
+            if set(KERNEL_FEATURES[kernel]) <= flags and channels % KERNEL_BLOCKS[kernel] == 0]
 
 
 def cpu_runs(kernel):
@@ -273,13 +292,52 @@ def test_an_edit_to_any_c_file_changes_the_module_cache_version(tmp_path, monkey
         (copy / edited).write_text(original)
 
 
-def test_auto_runs_the_widest_kernel_this_cpu_has_and_says_which():
+def test_auto_measures_each_kernel_that_fits_once_and_keeps_the_choice(kernel_store):
     bottom, weights, _ = conv_case((4, 32, 12, 32, 5))
     KERNELS_RUN.clear()
-    compiled(BatchedCorr("forward"), bottom, weights)
-    compiled(BatchedCorr("grad_inputs"), weights[:5], bottom[:, :5, :8, :9])  # C=32, F=5
-    flags = cpu_flags()
-    widest = ("avx512" if "avx512f" in flags else
-              "avx2" if {"avx2", "fma"} <= flags else "blas")
-    assert KERNELS_RUN["forward C=32 F=32 12x13 filter 5x5"] == widest
-    assert KERNELS_RUN["grad_inputs C=32 F=5 12x13 filter 5x5"] == widest
+    auto = compiled(BatchedCorr("forward"), bottom, weights)
+    expected = reference.conv2d_valid(bottom.astype(np.float64),
+                                      weights[:, :, ::-1, ::-1].astype(np.float64))
+    np.testing.assert_allclose(auto, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    fitting = fitting_kernels(32)
+    if len(fitting) == 1:  # BLAS alone: nothing to measure or keep
+        assert not kernel_store.exists() and KERNELS_RUN == {
+            "forward C=32 F=32 12x13 filter 5x5": "blas"}
+        pytest.skip("no AVX2 (avx2, fma) or AVX-512 (avx512f): BLAS is the only kernel here")
+    kept = json.loads(kernel_store.read_text())[kernel_choice.cpu_key()]
+    (key, entry), = kept.items()
+    assert key.startswith("forward N=4 C=32 F=32 12x13 filter 5x5 threads=")
+    assert sorted(entry["ms"]) == sorted(fitting)
+    seconds = {kernel: ms / 1e3 for kernel, ms in entry["ms"].items()}
+    assert entry["kernel"] == kernel_choice.pick(seconds, fitting[0])
+    assert KERNELS_RUN["forward C=32 F=32 12x13 filter 5x5"] == entry["kernel"]
+
+    # A kept choice is run as it is, without measuring again.
+    other = next(kernel for kernel in fitting if kernel != entry["kernel"])
+    kept[key] = {"kernel": other, "ms": {}}
+    kernel_store.write_text(json.dumps({kernel_choice.cpu_key(): kept}))
+    kernel_choice._kept = None
+    np.testing.assert_allclose(compiled(BatchedCorr("forward"), bottom, weights), auto,
+                               rtol=1e-5, atol=1e-5)
+    assert KERNELS_RUN["forward C=32 F=32 12x13 filter 5x5"] == other
+    assert json.loads(kernel_store.read_text())[kernel_choice.cpu_key()][key]["ms"] == {}
+
+
+def test_a_damaged_or_unwritable_store_is_measured_afresh(kernel_store, monkeypatch):
+    bottom, weights, _ = conv_case((3, 32, 10, 32, 3))
+    if len(fitting_kernels(32)) == 1:
+        pytest.skip("no AVX2 (avx2, fma) or AVX-512 (avx512f): BLAS is the only kernel here")
+    kernel_store.write_text("{not json")
+    compiled(BatchedCorr("grad_weights"), bottom, conv_case((3, 32, 10, 32, 3))[2])
+    assert len(json.loads(kernel_store.read_text())[kernel_choice.cpu_key()]) == 1
+    monkeypatch.setattr(kernel_choice, "path", lambda: str(kernel_store / "no" / "such"))
+    monkeypatch.setattr(kernel_choice, "_kept", None)
+    KERNELS_RUN.clear()
+    compiled(BatchedCorr("forward"), bottom, weights)  # measured, kept in memory only
+    assert KERNELS_RUN and kernel_choice.kept_choices()
+
+
+def test_the_rules_pick_stays_unless_another_kernel_is_clearly_faster():
+    assert kernel_choice.pick({"avx512": 1.0, "avx2": 0.95, "blas": 2.0}, "avx512") == "avx512"
+    assert kernel_choice.pick({"avx512": 1.0, "avx2": 0.85, "blas": 2.0}, "avx512") == "avx2"
+    assert kernel_choice.pick({"avx2": 3.2, "blas": 2.8}, "avx2") == "blas"

@@ -15,7 +15,9 @@ Two steps, one automatic and one explicit:
   convolutions over the cores, and OpenBLAS's own threads fought its threads
   for them), keeps freed per-batch memory in the heap (``malloc``), and lets
   ``convae.train`` keep compiled functions for the next process
-  (``function_cache``). None of it changes what the network computes.
+  (``function_cache``). Where more than one convolution kernel can run a
+  layer, the fastest on this machine is measured once and kept
+  (``kernel_choice``). None of it changes what the network computes.
 
 ``CONVAE_FAST=0`` in the environment switches the fast path off, for the
 commands and for ``enable()`` alike.

@@ -23,6 +23,11 @@ computes the same three correlations two ways:
 * otherwise by unrolling a cache-sized chunk of images side by side for one
   larger BLAS product.
 
+Where more than one of these can run a correlation, ``kernel='auto'`` runs
+the one measured fastest on this machine for that shape and thread count,
+timed on the first call and kept in Theano's compile directory
+(``convae.runtime.kernel_choice``).
+
 ``convae.runtime.rewrites`` swaps it in for float32 ``CorrMM`` ops with the
 post's settings (no padding, stride 1, no dilation, one group); anything else
 keeps Theano's op.
@@ -55,11 +60,14 @@ class BatchedCorr(BlasFloat32Op):
     direction 'forward': (bottom, weights) -> top; 'grad_inputs':
     (weights, top) -> bottom; 'grad_weights': (bottom, top) -> weights. All
     4-D float32, shapes as in the module docstring; the output's
-    broadcastable pattern is the one CorrMM's ops give. kernel: 'auto' (the
-    fastest that can run: 'avx512' where the CPU has AVX-512F and the
-    channels come in 32s, or for the gradient for the inputs the shapes fit
-    its scatter kernel, 'avx2' with AVX2 and FMA and channels in 16s, else
-    'blas'), or one of those to force it (a ValueError when it cannot run).
+    broadcastable pattern is the one CorrMM's ops give. kernel: 'auto', or
+    one of 'avx512' (the CPU has AVX-512F and the channels come in 32s, or
+    for the gradient for the inputs the shapes fit its scatter kernel),
+    'avx2' (AVX2 and FMA, channels in 16s) or 'blas' to force it (a
+    ValueError when it cannot run). 'auto' runs the kernel kept for this
+    CPU and shape (see convae.runtime.kernel_choice): where more than one
+    can run, the first call times each and keeps the fastest, unless it is
+    barely faster than the first of those three that can run.
     """
 
     __props__ = ("direction", "kernel")

@@ -6,6 +6,8 @@
    P = oh * ow, K = C * kh * kw. Needs convae_ops.h, blas.h, corr_avx2.c and
    corr_avx512.c. */
 
+#include <time.h>
+
 enum convae_direction {
     CONVAE_FORWARD,       /* out = top from (a = bottom, b = weights) */
     CONVAE_GRAD_INPUTS,   /* out = bottom from (a = weights, b = top) */
@@ -111,15 +113,18 @@ static int convae_kernel_fits(convae_kernel kernel, convae_direction direction,
     return kernel == CONVAE_BLAS;
 }
 
-/* The kernel CONVAE_AUTO runs: AVX-512, AVX2, BLAS, the first that fits. */
-static convae_kernel convae_auto_kernel(convae_direction direction, int C, int F,
-                                        int W, int kh, int kw)
+/* The kernels that can run this correlation here, in the order of the rule
+   CONVAE_AUTO follows where nothing is measured: AVX-512, AVX2, BLAS.
+   Returns how many (at least one: BLAS). */
+static int convae_fitting_kernels(convae_direction direction, int C, int F, int W,
+                                  int kh, int kw, convae_kernel fitting[3])
 {
-    if (convae_kernel_fits(CONVAE_AVX512, direction, C, F, W, kh, kw))
-        return CONVAE_AVX512;
-    if (convae_kernel_fits(CONVAE_AVX2, direction, C, F, W, kh, kw))
-        return CONVAE_AVX2;
-    return CONVAE_BLAS;
+    const convae_kernel all[3] = {CONVAE_AVX512, CONVAE_AVX2, CONVAE_BLAS};
+    int n = 0;
+    for (int k = 0; k < 3; k++)
+        if (convae_kernel_fits(all[k], direction, C, F, W, kh, kw))
+            fitting[n++] = all[k];
+    return n;
 }
 
 /* Note in convae.runtime.corr.KERNELS_RUN which kernel ran this correlation
@@ -354,23 +359,12 @@ static int convae_corr_shapes(convae_direction direction, const npy_intp* ad,
     return 0;
 }
 
-/* out = the correlation in direction of a and b (C-contiguous), out shaped
-   by convae_corr_shapes, by the kernel asked for (CONVAE_AUTO: the best that
-   can run). Returns 0, or -1 with a Python exception set (a kernel that
-   cannot run here, or no memory). */
-static int convae_corr(convae_direction direction, convae_kernel kernel,
-                       const float* a, const float* b, float* out, const npy_intp s[7])
+/* out = the correlation by one kernel that can run it. Returns 0, or -1
+   with a Python MemoryError set. */
+static int convae_corr_run(convae_direction direction, convae_kernel kernel,
+                           const float* a, const float* b, float* out, const npy_intp s[7])
 {
     const int N = s[0], C = s[1], H = s[2], W = s[3], F = s[4], kh = s[5], kw = s[6];
-    if (kernel == CONVAE_AUTO)
-        kernel = convae_auto_kernel(direction, C, F, W, kh, kw);
-    else if (!convae_kernel_fits(kernel, direction, C, F, W, kh, kw)) {
-        PyErr_Format(PyExc_ValueError, "BatchedCorr: the %s kernel cannot run the %s "
-                     "correlation of C=%d, F=%d channels on this CPU",
-                     convae_kernel_names[kernel], convae_direction_names[direction], C, F);
-        return -1;
-    }
-    convae_corr_record(direction, kernel, C, F, H, W, kh, kw);
     const int status = kernel == CONVAE_BLAS
         ? convae_corr_blas(direction, a, b, out, N, C, H, W, F, kh, kw)
         : convae_corr_direct(direction, kernel == CONVAE_AVX512, a, b, out,
@@ -378,4 +372,95 @@ static int convae_corr(convae_direction direction, convae_kernel kernel,
     if (status != 0)
         PyErr_NoMemory();
     return status;
+}
+
+/* Each kernel is timed this many times, round robin; its best time counts. */
+#define CONVAE_TIMING_ROUNDS 3
+
+static double convae_seconds(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec + 1e-9 * now.tv_nsec;
+}
+
+/* The kernel CONVAE_AUTO runs (see convae/runtime/kernel_choice.py): the
+   only one that fits, or the one kept for this CPU, correlation and thread
+   count, or else each that fits timed on these inputs and the choice kept.
+   Python trouble (no module, an unwritable file) falls back to the rule's
+   pick, fitting[0]. Sets *kernel; returns 0, or -1 with a Python error set
+   (no memory for a timed run). */
+static int convae_auto_kernel(convae_direction direction, const float* a, const float* b,
+                              float* out, const npy_intp s[7], convae_kernel* kernel)
+{
+    const int C = s[1], H = s[2], W = s[3], F = s[4], kh = s[5], kw = s[6];
+    convae_kernel fitting[3];
+    const int n = convae_fitting_kernels(direction, C, F, W, kh, kw, fitting);
+    *kernel = fitting[0];
+    if (n == 1)
+        return 0;
+    PyObject* module = PyImport_ImportModule("convae.runtime.kernel_choice");
+    if (module == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject* key = PyUnicode_FromFormat("%s N=%d C=%d F=%d %dx%d filter %dx%d threads=%d",
+                                         convae_direction_names[direction], (int)s[0],
+                                         C, F, H, W, kh, kw, convae_max_threads());
+    PyObject* name = key ? PyObject_CallMethod(module, "chosen", "O", key) : NULL;
+    PyObject* seconds = NULL;
+    int status = 0;
+    if (name == Py_None) {  /* nothing kept: time each kernel */
+        double best[3] = {1e30, 1e30, 1e30};
+        for (int round = 0; round < CONVAE_TIMING_ROUNDS && status == 0; round++)
+            for (int k = 0; k < n && status == 0; k++) {
+                const double start = convae_seconds();
+                status = convae_corr_run(direction, fitting[k], a, b, out, s);
+                const double took = convae_seconds() - start;
+                best[k] = took < best[k] ? took : best[k];
+            }
+        seconds = status == 0 ? PyDict_New() : NULL;
+        for (int k = 0; seconds && k < n; k++) {
+            PyObject* value = PyFloat_FromDouble(best[k]);
+            if (value == NULL || PyDict_SetItemString(seconds, convae_kernel_names[fitting[k]],
+                                                      value)) {
+                Py_CLEAR(seconds);
+            }
+            Py_XDECREF(value);
+        }
+        Py_DECREF(name);
+        name = seconds ? PyObject_CallMethod(module, "remember", "OOs", key, seconds,
+                                             convae_kernel_names[fitting[0]]) : NULL;
+    }
+    for (int k = 0; name && PyUnicode_Check(name) && k < n; k++)
+        if (PyUnicode_CompareWithASCIIString(name, convae_kernel_names[fitting[k]]) == 0)
+            *kernel = fitting[k];
+    Py_XDECREF(seconds);
+    Py_XDECREF(name);
+    Py_XDECREF(key);
+    Py_DECREF(module);
+    if (status == 0)
+        PyErr_Clear();
+    return status;
+}
+
+/* out = the correlation in direction of a and b (C-contiguous), out shaped
+   by convae_corr_shapes, by the kernel asked for (CONVAE_AUTO: see
+   convae_auto_kernel). Returns 0, or -1 with a Python exception set (a
+   kernel that cannot run here, or no memory). */
+static int convae_corr(convae_direction direction, convae_kernel kernel,
+                       const float* a, const float* b, float* out, const npy_intp s[7])
+{
+    const int C = s[1], H = s[2], W = s[3], F = s[4], kh = s[5], kw = s[6];
+    if (kernel == CONVAE_AUTO) {
+        if (convae_auto_kernel(direction, a, b, out, s, &kernel))
+            return -1;
+    } else if (!convae_kernel_fits(kernel, direction, C, F, W, kh, kw)) {
+        PyErr_Format(PyExc_ValueError, "BatchedCorr: the %s kernel cannot run the %s "
+                     "correlation of C=%d, F=%d channels on this CPU",
+                     convae_kernel_names[kernel], convae_direction_names[direction], C, F);
+        return -1;
+    }
+    convae_corr_record(direction, kernel, C, F, H, W, kh, kw);
+    return convae_corr_run(direction, kernel, a, b, out, s);
 }

@@ -322,6 +322,14 @@ def test_auto_measures_each_kernel_that_fits_once_and_keeps_the_choice(kernel_st
     assert KERNELS_RUN["forward C=32 F=32 12x13 filter 5x5"] == other
     assert json.loads(kernel_store.read_text())[kernel_choice.cpu_key()][key]["ms"] == {}
 
+    # A kept name of no kernel that can run here is measured afresh.
+    kept[key] = {"kernel": "avx1024", "ms": {}}
+    kernel_store.write_text(json.dumps({kernel_choice.cpu_key(): kept}))
+    kernel_choice._kept = None
+    compiled(BatchedCorr("forward"), bottom, weights)
+    assert sorted(json.loads(kernel_store.read_text())[kernel_choice.cpu_key()][key]["ms"]) \
+        == sorted(fitting)
+
 
 def test_a_damaged_or_unwritable_store_is_measured_afresh(kernel_store, monkeypatch):
     bottom, weights, _ = conv_case((3, 32, 10, 32, 3))

@@ -374,6 +374,19 @@ static int convae_corr_run(convae_direction direction, convae_kernel kernel,
     return status;
 }
 
+/* If name (a Python object) names one of the n fitting kernels, set *kernel
+   to it and return 1, else return 0. */
+static int convae_kernel_named(PyObject* name, const convae_kernel* fitting, int n,
+                               convae_kernel* kernel)
+{
+    for (int k = 0; PyUnicode_Check(name) && k < n; k++)
+        if (PyUnicode_CompareWithASCIIString(name, convae_kernel_names[fitting[k]]) == 0) {
+            *kernel = fitting[k];
+            return 1;
+        }
+    return 0;
+}
+
 /* Each kernel is timed this many times, round robin; its best time counts. */
 #define CONVAE_TIMING_ROUNDS 3
 
@@ -410,7 +423,8 @@ static int convae_auto_kernel(convae_direction direction, const float* a, const 
     PyObject* name = key ? PyObject_CallMethod(module, "chosen", "O", key) : NULL;
     PyObject* seconds = NULL;
     int status = 0;
-    if (name == Py_None) {  /* nothing kept: time each kernel */
+    if (name && !convae_kernel_named(name, fitting, n, kernel)) {
+        /* nothing kept (None), or a kernel that cannot run here: time each */
         double best[3] = {1e30, 1e30, 1e30};
         for (int round = 0; round < CONVAE_TIMING_ROUNDS && status == 0; round++)
             for (int k = 0; k < n && status == 0; k++) {
@@ -431,10 +445,9 @@ static int convae_auto_kernel(convae_direction direction, const float* a, const 
         Py_DECREF(name);
         name = seconds ? PyObject_CallMethod(module, "remember", "OOs", key, seconds,
                                              convae_kernel_names[fitting[0]]) : NULL;
+        if (name)
+            convae_kernel_named(name, fitting, n, kernel);
     }
-    for (int k = 0; name && PyUnicode_Check(name) && k < n; k++)
-        if (PyUnicode_CompareWithASCIIString(name, convae_kernel_names[fitting[k]]) == 0)
-            *kernel = fitting[k];
     Py_XDECREF(seconds);
     Py_XDECREF(name);
     Py_XDECREF(key);

@@ -317,8 +317,8 @@ def test_auto_measures_each_kernel_that_fits_once_and_keeps_the_choice(kernel_st
     kept[key] = {"kernel": other, "ms": {}}
     kernel_store.write_text(json.dumps({kernel_choice.cpu_key(): kept}))
     kernel_choice._kept = None
-    np.testing.assert_allclose(compiled(BatchedCorr("forward"), bottom, weights), auto,
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(compiled(BatchedCorr("forward"), bottom, weights), expected,
+                               rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     assert KERNELS_RUN["forward C=32 F=32 12x13 filter 5x5"] == other
     assert json.loads(kernel_store.read_text())[kernel_choice.cpu_key()][key]["ms"] == {}
 

@@ -39,7 +39,7 @@ CONV_SHAPES = [(16, 1, 28, 32, 5), (16, 32, 12, 32, 5), (13, 32, 12, 32, 5),
                # Rows of 39 pixels: two and a half vectors of 16 in the row kernels.
                (2, 1, 40, 32, 3),
                # Three input channels, five filters, top rows of 17: the
-               # AVX-512 scatter kernel for the gradient for the inputs.
+               # scatter kernels (AVX-512, AVX2) for the gradient for the inputs.
                (3, 3, 18, 5, 3)]
 # The channels each direct kernel keeps in registers come in blocks of this many.
 KERNEL_BLOCKS = {"avx512": 32, "avx2": 16, "blas": 1, "auto": 1}
@@ -105,9 +105,10 @@ def test_batched_corr_matches_numpy(shape, kernel):
                                       ("grad_inputs", (weights, top), grad_inputs),
                                       ("grad_weights", (bottom, top), grad_weights)]:
         op = BatchedCorr(direction, kernel)
-        # AVX-512's scatter kernel takes any channels for the gradient for the
+        # The scatter kernels take any channels for the gradient for the
         # inputs, with top rows of 16 or more and 3x3 or 5x5 filters.
-        scatter = (kernel == "avx512" and direction == "grad_inputs" and top.shape[3] >= 16
+        scatter = (kernel in ("avx512", "avx2") and direction == "grad_inputs"
+                   and top.shape[3] >= 16
                    and weights.shape[2] == weights.shape[3] and weights.shape[2] in (3, 5))
         if (channels if direction == "grad_inputs" else filters) % KERNEL_BLOCKS[kernel] \
                 and not scatter:

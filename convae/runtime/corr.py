@@ -16,10 +16,11 @@ computes the same three correlations two ways:
   unrolled copy, one image (or for the weights, one cache-sized chunk of
   images) per core at a time;
 * for the gradient for the inputs of few channels (the post's last layer,
-  with one) on AVX-512, where the top's rows are 16 pixels or wider and the
-  filters 5x5 or 3x3: the sums for 32 top pixels of up to 13 filter taps in
-  registers, added into the image tap by tap afterwards
-  (``convae_avx512_grad_inputs_scatter``);
+  with one), where the top's rows are 16 pixels or wider and the filters
+  5x5 or 3x3: the sums for 32 top pixels of up to 13 filter taps (AVX-512)
+  or 16 top pixels of 5 taps (AVX2) in registers, added into the image tap
+  by tap afterwards (``convae_avx512_grad_inputs_scatter``,
+  ``convae_avx2_grad_inputs_scatter``);
 * otherwise by unrolling a cache-sized chunk of images side by side for one
   larger BLAS product.
 
@@ -61,10 +62,10 @@ class BatchedCorr(BlasFloat32Op):
     (weights, top) -> bottom; 'grad_weights': (bottom, top) -> weights. All
     4-D float32, shapes as in the module docstring; the output's
     broadcastable pattern is the one CorrMM's ops give. kernel: 'auto', or
-    one of 'avx512' (the CPU has AVX-512F and the channels come in 32s, or
-    for the gradient for the inputs the shapes fit its scatter kernel),
-    'avx2' (AVX2 and FMA, channels in 16s) or 'blas' to force it (a
-    ValueError when it cannot run). 'auto' runs the kernel kept for this
+    one of 'avx512' (the CPU has AVX-512F and the channels come in 32s),
+    'avx2' (AVX2 and FMA, channels in 16s; either also for the gradient for
+    the inputs where the shapes fit its scatter kernel) or 'blas' to force
+    it (a ValueError when it cannot run). 'auto' runs the kernel kept for this
     CPU and shape (see convae.runtime.kernel_choice): where more than one
     can run, the first call times each and keeps the fastest, unless it is
     barely faster than the first of those three that can run.

@@ -87,29 +87,32 @@ static void convae_to_image_major(const float* b, int nb, int F, int P, float* a
                    P * sizeof(float));
 }
 
-/* The AVX-512 gradient for the inputs where its channels do not come in 32s
-   (the post's last layer): convae_avx512_grad_inputs_scatter, for rows of at
-   least 16 top pixels and the filter sizes it is built for, 5x5 and 3x3. */
-static int convae_grad_inputs_scatter_fits(int C, int W, int kh, int kw)
+/* The gradient for the inputs where its channels do not come in the
+   kernel's blocks (block: 32 for AVX-512, 16 for AVX2; the post's last layer
+   has one): the scatter kernels, convae_avx512_grad_inputs_scatter and
+   convae_avx2_grad_inputs_scatter, for rows of at least 16 top pixels and
+   the filter sizes they are built for, 5x5 and 3x3. */
+static int convae_grad_inputs_scatter_fits(int block, int C, int W, int kh, int kw)
 {
-    return C % 32 != 0 && W - kw + 1 >= 16 && kh == kw && (kh == 5 || kh == 3);
+    return C % block != 0 && W - kw + 1 >= 16 && kh == kw && (kh == 5 || kh == 3);
 }
 
 /* True where a kernel can run: the CPU has its instructions, and the
    channels it keeps in registers (the filters, or for the gradient for the
-   inputs the input channels) come in its block size, 32 or 16, or (AVX-512,
-   gradient for the inputs) the shapes fit its scatter kernel. */
+   inputs the input channels) come in its block size, 32 or 16, or (gradient
+   for the inputs) the shapes fit its scatter kernel. */
 static int convae_kernel_fits(convae_kernel kernel, convae_direction direction,
                               int C, int F, int W, int kh, int kw)
 {
     const int channels = direction == CONVAE_GRAD_INPUTS ? C : F;
+    const int block = kernel == CONVAE_AVX512 ? 32 : 16;
+    const int fits = channels % block == 0
+        || (direction == CONVAE_GRAD_INPUTS
+            && convae_grad_inputs_scatter_fits(block, C, W, kh, kw));
     if (kernel == CONVAE_AVX512)
-        return (channels % 32 == 0 || (direction == CONVAE_GRAD_INPUTS
-                                       && convae_grad_inputs_scatter_fits(C, W, kh, kw)))
-               && __builtin_cpu_supports("avx512f");
+        return fits && __builtin_cpu_supports("avx512f");
     if (kernel == CONVAE_AVX2)
-        return channels % 16 == 0 && __builtin_cpu_supports("avx2")
-               && __builtin_cpu_supports("fma");
+        return fits && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     return kernel == CONVAE_BLAS;
 }
 
@@ -181,8 +184,8 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
        in place. */
     const int by_rows = W - kw + 1 >= 16 && (direction == CONVAE_GRAD_WEIGHTS
                                              || (wide && direction == CONVAE_FORWARD));
-    const int scatter = wide && direction == CONVAE_GRAD_INPUTS
-                        && convae_grad_inputs_scatter_fits(C, W, kh, kw);
+    const int scatter = direction == CONVAE_GRAD_INPUTS
+                        && convae_grad_inputs_scatter_fits(wide ? 32 : 16, C, W, kh, kw);
     int failed = 0;
     #pragma omp parallel
     {
@@ -203,8 +206,10 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
                     a + (long)step * C * H * W, w, kofs, out + (long)step * F * P,
                     C, H, W, F, kh, kw);
             } else if (direction == CONVAE_GRAD_INPUTS && scatter) {
-                (kh == 5 ? convae_avx512_grad_inputs_scatter<5, 5>
-                         : convae_avx512_grad_inputs_scatter<3, 3>)(
+                (wide ? (kh == 5 ? convae_avx512_grad_inputs_scatter<5, 5>
+                                 : convae_avx512_grad_inputs_scatter<3, 3>)
+                      : (kh == 5 ? convae_avx2_grad_inputs_scatter<5, 5>
+                                 : convae_avx2_grad_inputs_scatter<3, 3>))(
                     b + (long)step * F * P, w, out + (long)step * C * H * W, tmp,
                     C, H, W, F);
             } else if (direction == CONVAE_GRAD_INPUTS) {

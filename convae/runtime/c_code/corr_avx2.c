@@ -281,3 +281,66 @@ static void convae_avx2_grad_weights_rows(const float* bottom, const float* top,
                     dW[(long)(k0 + t) * F + f0 + f] += sums[t][f];
         }
 }
+
+/* The second pass of the scatter kernels (this file's and corr_avx512.c's):
+   col (KH*KW, P), each tap's sums for every top pixel, added into the
+   image (H, W) tap after tap, row by row. */
+template <int KH, int KW>
+static void convae_add_taps(const float* col, float* image, int H, int W)
+{
+    const int oh = H - KH + 1, ow = W - KW + 1, P = oh * ow;
+    for (int k = 0; k < KH * KW; k++)
+        for (int y = 0; y < oh; y++) {
+            float* d = image + (y + k / KW) * W + k % KW;
+            const float* s = col + (long)k * P + y * ow;
+            for (int x = 0; x < ow; x++)
+                d[x] += s[x];
+        }
+}
+
+/* As convae_avx512_grad_inputs_scatter, with 16 top pixels in two ymm
+   registers: the sums of 5 taps at a time in 10 of the 16 registers, so
+   that each step loads 7 values for 10 FMAs (13 taps of 8 pixels, as many
+   as the registers hold, would load 14 for 13). */
+template <int KH, int KW>
+__attribute__((target("avx2,fma")))
+static void convae_avx2_grad_inputs_scatter(const float* g, const float* Wr, float* b,
+                                            float* col, int C, int H, int W, int F)
+{
+    enum { TAPS = KH * KW, PER_PASS = 5 };
+    const int oh = H - KH + 1, ow = W - KW + 1, P = oh * ow;
+    memset(b, 0, (size_t)C * H * W * sizeof(float));
+    for (int c = 0; c < C; c++) {
+        for (int p0 = 0; p0 < P; p0 += 16) {
+            const __m256i first = convae_lanes_below(P - p0);
+            const __m256i second = convae_lanes_below(P - p0 - 8);
+            for (int k0 = 0; k0 < TAPS; k0 += PER_PASS) {
+                __m256 acc[PER_PASS][2];
+                for (int t = 0; t < PER_PASS; t++)
+                    acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+                for (int f = 0; f < F; f++) {
+                    const float* top = g + (long)f * P + p0;
+                    const __m256 v0 = _mm256_maskload_ps(top, first);
+                    const __m256 v1 = _mm256_maskload_ps(top + 8, second);
+                    _mm_prefetch((const char*)(top + 32), _MM_HINT_T0);
+                    const float* w = Wr + ((long)k0 * F + f) * C + c;
+                    #pragma GCC unroll 8
+                    for (int t = 0; t < PER_PASS; t++)
+                        if (k0 + t < TAPS) {
+                            const __m256 wt = _mm256_set1_ps(w[(long)t * F * C]);
+                            acc[t][0] = _mm256_fmadd_ps(v0, wt, acc[t][0]);
+                            acc[t][1] = _mm256_fmadd_ps(v1, wt, acc[t][1]);
+                        }
+                }
+                #pragma GCC unroll 8
+                for (int t = 0; t < PER_PASS; t++)
+                    if (k0 + t < TAPS) {
+                        float* out = col + (long)(k0 + t) * P + p0;
+                        _mm256_maskstore_ps(out, first, acc[t][0]);
+                        _mm256_maskstore_ps(out + 8, second, acc[t][1]);
+                    }
+            }
+        }
+        convae_add_taps<KH, KW>(col, b + (long)c * H * W, H, W);
+    }
+}

@@ -317,13 +317,6 @@ static void convae_avx512_grad_inputs_scatter(const float* g, const float* Wr, f
                     }
             }
         }
-        float* image = b + (long)c * H * W;
-        for (int k = 0; k < TAPS; k++)
-            for (int y = 0; y < oh; y++) {
-                float* d = image + (y + k / KW) * W + k % KW;
-                const float* s = col + (long)k * P + y * ow;
-                for (int x = 0; x < ow; x++)
-                    d[x] += s[x];
-            }
+        convae_add_taps<KH, KW>(col, b + (long)c * H * W, H, W);
     }
 }

@@ -10,10 +10,13 @@
 extern "C" __attribute__((__simd__("notinbranch"))) float tanhf(float) throw();
 #endif
 
+/* Elements per OpenMP iteration of the flat loops (tanh, spreading pairs). */
+#define CONVAE_FLAT_BLOCK 16384
+
 /* out[i] = tanhf(in[i]) for i < size. */
 static void convae_tanh(const float* in, float* out, npy_intp size)
 {
-    const npy_intp block = 16384;
+    const npy_intp block = CONVAE_FLAT_BLOCK;
     #pragma omp parallel for schedule(static) if (size > CONVAE_PARALLEL_MIN)
     for (npy_intp start = 0; start < size; start += block) {
         const npy_intp end = start + block < size ? start + block : size;
@@ -75,7 +78,7 @@ static void convae_repeat(const float* x, float* y, npy_intp outer, npy_intp inn
                           int times)
 {
     if (inner == 1 && times == 2) {  /* each value twice: upscaling a row */
-        const npy_intp block = 16384;
+        const npy_intp block = CONVAE_FLAT_BLOCK;
         #pragma omp parallel for schedule(static) if (outer > CONVAE_PARALLEL_MIN)
         for (npy_intp start = 0; start < outer; start += block)
             convae_spread_pairs(x + start, y + 2 * start,

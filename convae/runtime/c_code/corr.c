@@ -87,9 +87,16 @@ static void convae_to_image_major(const float* b, int nb, int F, int P, float* a
                    P * sizeof(float));
 }
 
+/* The channels a direct kernel keeps in registers come in blocks of this
+   many: 32 for AVX-512 (wide), 16 for AVX2. */
+static inline int convae_channel_block(int wide)
+{
+    return wide ? 32 : 16;
+}
+
 /* The gradient for the inputs where its channels do not come in the
-   kernel's blocks (block: 32 for AVX-512, 16 for AVX2; the post's last layer
-   has one): the scatter kernels, convae_avx512_grad_inputs_scatter and
+   kernel's blocks (convae_channel_block; the post's last layer has one):
+   the scatter kernels, convae_avx512_grad_inputs_scatter and
    convae_avx2_grad_inputs_scatter, for rows of at least 16 top pixels and
    the filter sizes they are built for, 5x5 and 3x3. */
 static int convae_grad_inputs_scatter_fits(int block, int C, int W, int kh, int kw)
@@ -105,7 +112,7 @@ static int convae_kernel_fits(convae_kernel kernel, convae_direction direction,
                               int C, int F, int W, int kh, int kw)
 {
     const int channels = direction == CONVAE_GRAD_INPUTS ? C : F;
-    const int block = kernel == CONVAE_AVX512 ? 32 : 16;
+    const int block = convae_channel_block(kernel == CONVAE_AVX512);
     const int fits = channels % block == 0
         || (direction == CONVAE_GRAD_INPUTS
             && convae_grad_inputs_scatter_fits(block, C, W, kh, kw));
@@ -185,7 +192,7 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
     const int by_rows = W - kw + 1 >= 16 && (direction == CONVAE_GRAD_WEIGHTS
                                              || (wide && direction == CONVAE_FORWARD));
     const int scatter = direction == CONVAE_GRAD_INPUTS
-                        && convae_grad_inputs_scatter_fits(wide ? 32 : 16, C, W, kh, kw);
+        && convae_grad_inputs_scatter_fits(convae_channel_block(wide), C, W, kh, kw);
     int failed = 0;
     #pragma omp parallel
     {

@@ -37,7 +37,8 @@ def test_defaults_give_float32_and_blas_backed_convolutions(tmp_path):
     assert "-lopenblas" in ldflags
     assert "CorrMM" in ops and "CorrMM_gradInputs" in ops and "Dot22" in ops
     assert "NumPy C-API based implementation for BLAS" not in stderr
-    # ... and convae's (whose one-channel layer and dense layers use the BLAS) with it on.
+    # ... and convae's (whose dense layers, and convolutions without AVX2, use the BLAS)
+    # with it on.
     floatx, ldflags, ops, stderr = probe(tmp_path)
     assert floatx == "float32" and "-lopenblas" in ldflags
     assert "BatchedCorr" in ops and "ParallelDot" in ops and "CorrMM" not in ops

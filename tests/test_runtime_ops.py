@@ -333,11 +333,11 @@ def test_auto_measures_each_kernel_that_fits_once_and_keeps_the_choice(kernel_st
 
 
 def test_a_damaged_or_unwritable_store_is_measured_afresh(kernel_store, monkeypatch):
-    bottom, weights, _ = conv_case((3, 32, 10, 32, 3))
+    bottom, weights, top = conv_case((3, 32, 10, 32, 3))
     if len(fitting_kernels(32)) == 1:
         pytest.skip("no AVX2 (avx2, fma) or AVX-512 (avx512f): BLAS is the only kernel here")
     kernel_store.write_text("{not json")
-    compiled(BatchedCorr("grad_weights"), bottom, conv_case((3, 32, 10, 32, 3))[2])
+    compiled(BatchedCorr("grad_weights"), bottom, top)
     assert len(json.loads(kernel_store.read_text())[kernel_choice.cpu_key()]) == 1
     monkeypatch.setattr(kernel_choice, "path", lambda: str(kernel_store / "no" / "such"))
     monkeypatch.setattr(kernel_choice, "_kept", None)

@@ -86,10 +86,10 @@ def remember(correlation, seconds, default):
     global _kept
     kernel = pick(seconds, default)
     entry = {"kernel": kernel, "ms": {name: round(t * 1e3, 4) for name, t in seconds.items()}}
-    kept = _read()  # with what other processes kept meanwhile
-    if not isinstance(kept.get(cpu_key()), dict):
-        kept[cpu_key()] = {}
-    kept[cpu_key()][correlation] = entry
+    kept, cpu = _read(), cpu_key()  # with what other processes kept meanwhile
+    if not isinstance(kept.get(cpu), dict):
+        kept[cpu] = {}
+    kept[cpu][correlation] = entry
     _kept = kept
     try:
         write_atomically(path(), lambda f: json.dump(kept, f, indent=1, sort_keys=True), "w")

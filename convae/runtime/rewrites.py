@@ -14,8 +14,7 @@ from theano.tensor.nnet.corr import CorrMM, CorrMM_gradInputs, CorrMM_gradWeight
 from theano.tensor.signal.pool import MaxPoolGrad, Pool
 
 from convae.runtime.contiguous import (AxisSum, BiasActivation, BiasActivationMaxPool2x2,
-                                       ChannelSum,
-                                       MaxPool2x2, MaxPool2x2Grad, Repeat,
+                                       ChannelSum, MaxPool2x2, MaxPool2x2Grad, Repeat,
                                        float32_tanh)
 from convae.runtime.corr import BatchedCorr
 from convae.runtime.dot import ParallelDot

@@ -5,14 +5,14 @@ Usage: ``python -m convae.bench [--batch-size 128] [--threads 2] [--batches 60]
 count and compile directory are set before Theano loads):
 
 * ``train_images_per_s`` / ``eval_images_per_s``: steady state, after compiling
-  and a few warm-up batches, calling the same compiled functions the training
-  command calls: the best of five passes over the batches (on a shared
-  machine the best is what the cores can do, as for the sgemm reference);
+  and a first step, calling the same compiled functions the training command
+  calls on the batches in turn;
 * ``forward_mflop_per_image``: multiply-adds x 2 of the convolutions,
   transposed convolutions and dense layers, from the layer shapes;
 * ``train_gflops`` counts a training step as 3x the forward FLOPs;
   ``sgemm_gflops`` is a float32 2048x2048 matrix product through the same BLAS
-  in the same child on all ``--threads`` (best of five timings);
+  in the same child on all ``--threads``; each of the three rates is the best
+  of ten half-second windows, the three taking turns (see ``convae.timing``);
   ``train_efficiency`` / ``eval_efficiency`` are the ratios (above 1.0 is
   impossible, and reported as an error);
 * ``cpu`` (model name, family/model, the SIMD features convae's kernels
@@ -22,8 +22,9 @@ count and compile directory are set before Theano loads):
   the milliseconds each kernel that can run it took when it was measured
   on this machine, see ``convae.runtime.kernel_choice``);
 * with ``--pytorch PYTHON``: ``scripts/bench_pytorch.py`` (the same network
-  in PyTorch, CPU eager) run by that Python right after, on the same batches
-  and threads: ``pytorch_train_images_per_s``, ``pytorch_eval_images_per_s``
+  in PyTorch, CPU eager, timed by the same code) run by that Python on the
+  same batches and threads, taking turns with convae's measuring child (see
+  ``TURNS``): ``pytorch_train_images_per_s``, ``pytorch_eval_images_per_s``
   and the ratios ``train_vs_pytorch``, ``eval_vs_pytorch``;
 * ``compile_cold_s`` / ``compile_warm_s``: getting the network and its three
   functions as the training command does, with an empty and with a filled
@@ -44,6 +45,7 @@ import tempfile
 import time
 
 from convae import cli
+from convae.timing import interleaved_rates
 
 # Images in MNIST's training set, less the validation set.
 TRAINING_IMAGES = 50000
@@ -99,46 +101,27 @@ def blas_description():
         config, openblas.core_name(), theano.config.blas.ldflags)
 
 
-def sgemm_gflops(threads, n=2048, rounds=5, repeats=4):
-    """float32 n x n matrix product rate through Theano's linked BLAS on
-    ``threads`` threads, GFLOP/s: the best of ``rounds`` timings, since on a
-    shared machine the best is what the cores can do."""
+def sgemm_step(threads, n=2048):
+    """(step, GFLOP per step): a float32 n x n matrix product through Theano's
+    linked BLAS on ``threads`` threads; OpenBLAS goes back to the thread count
+    it had after each step, so the network's own calls keep theirs."""
     import numpy as np
     import theano
     import theano.tensor as T
     from convae.runtime import openblas
-    openblas.set_threads(threads)  # another BLAS chooses its own thread count
     rng = np.random.RandomState(0)
     a = theano.shared(rng.rand(n, n).astype("float32"))
     b = theano.shared(rng.rand(n, n).astype("float32"))
     c = theano.shared(np.zeros((n, n), "float32"))
     product = theano.function([], [], updates=[(c, T.dot(a, b))])
-    product()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            product()
-        best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 * repeats / best / 1e9
+    own = openblas.threads()
 
-
-# Passes over the batches timed for each rate; the best counts, as for sgemm.
-ROUNDS = 5
-
-
-def rate(fn, batches):
-    """Images per second of fn over the batches, after two warm-up calls: the
-    best of ROUNDS passes, as the sgemm reference is the best of its timings."""
-    for batch in batches[:2]:
-        fn(batch)
-    best = float("inf")
-    for _ in range(ROUNDS):
-        start = time.perf_counter()
-        for batch in batches:
-            fn(batch)
-        best = min(best, time.perf_counter() - start)
-    return sum(len(b) for b in batches) / best
+    def step(_):
+        openblas.set_threads(threads)  # another BLAS chooses its own thread count
+        product()
+        if own is not None:
+            openblas.set_threads(own)
+    return step, 2 * n ** 3 / 1e9
 
 
 def measure(args):
@@ -158,11 +141,12 @@ def measure(args):
     run.train_fn(batches[0])
     result = {"compile_s": compile_s, "first_step_done": time.time()}
     if not args.compile_only:
+        rates = interleaved_rates({
+            "train_images_per_s": (lambda i: run.train_fn(batches[i % len(batches)]), size),
+            "eval_images_per_s": (lambda i: run.val_fn(batches[i % len(batches)]), size),
+            "sgemm_gflops": sgemm_step(args.threads)})
         result.update(
-            train_images_per_s=rate(run.train_fn, batches),
-            eval_images_per_s=rate(run.val_fn, batches),
-            forward_flops_per_image=forward_flops(run.network),
-            sgemm_gflops=sgemm_gflops(args.threads), blas=blas_description(),
+            rates, forward_flops_per_image=forward_flops(run.network), blas=blas_description(),
             blas_core=openblas.core_name(), kernels=dict(sorted(corr.KERNELS_RUN.items())),
             kernel_ms={key: entry["ms"] for key, entry in sorted(
                 kernel_choice.kept_choices().items())
@@ -219,6 +203,18 @@ def check_data(args):
     return os.path.dirname(paths[names[0]])
 
 
+# convae's measuring child and PyTorch's take turns as well, TURNS times each,
+# so that both are timed over the same stretch of a shared machine.
+TURNS = 2
+
+
+def best_of(turns, rates):
+    """The first turn's results, with each of ``rates`` the best over all turns."""
+    best = dict(turns[0])
+    best.update({name: max(turn[name] for turn in turns) for name in rates})
+    return best
+
+
 def pytorch_rates(args, data_dir):
     """scripts/bench_pytorch.py's JSON, run by ``args.pytorch`` (a Python with PyTorch)."""
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -246,7 +242,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=cli.positive_int, default=128)
     parser.add_argument("--threads", type=cli.positive_int, default=os.cpu_count())
     parser.add_argument("--batches", type=cli.positive_int, default=60,
-                        help="batches timed for each rate")
+                        help="distinct batches the timings take in turn")
     parser.add_argument("--data-dir", help="MNIST directory (default: as convae-train)")
     parser.add_argument("--no-cold", action="store_true",
                         help="skip the cold compile (about a minute)")
@@ -278,10 +274,15 @@ def bench(args):
         else:
             warm_dir = os.path.expanduser("~/.theano")
         child(args, warm_dir, True)  # make sure the cache is filled
-        warm = child(args, warm_dir, False)
+        turns, torch_turns = [], []
+        for _ in range(TURNS):
+            turns.append(child(args, warm_dir, False))
+            if args.pytorch:
+                torch_turns.append(pytorch_rates(args, data_dir))
         theano_warm = child(args, warm_dir, True, no_function_cache=True)
     finally:
         shutil.rmtree(cold_dir, ignore_errors=True)
+    warm = best_of(turns, ("train_images_per_s", "eval_images_per_s", "sgemm_gflops"))
     flops = warm.pop("forward_flops_per_image")
     train_gflops = 3 * flops * warm["train_images_per_s"] / 1e9
     eval_gflops = flops * warm["eval_images_per_s"] / 1e9
@@ -299,7 +300,7 @@ def bench(args):
         cpu=cpu_description(), blas=warm["blas"], blas_core=warm["blas_core"],
         kernels=warm["kernels"], kernel_ms=warm["kernel_ms"], theano_defaults=default_flags())
     if args.pytorch:
-        torch = pytorch_rates(args, data_dir)
+        torch = best_of(torch_turns, ("train_images_per_s", "eval_images_per_s"))
         report.update(
             pytorch_train_images_per_s=torch["train_images_per_s"],
             pytorch_eval_images_per_s=torch["eval_images_per_s"],

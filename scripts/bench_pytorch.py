@@ -11,17 +11,17 @@ its own (see the README's Speed section), e.g.
     .venv-torch/bin/python scripts/bench_pytorch.py --data-dir ../shared/data/mnist
 
 Prints one JSON object: train_images_per_s and eval_images_per_s at steady
-state (after two warm-up batches, the best of five passes over --batches
-batches), threads, batch
-size and the PyTorch version. ``python -m convae.bench --pytorch PYTHON``
+state, timed by the same code as convae's (``convae/timing.py``: the best of
+ten half-second windows, training and evaluation taking turns, on --batches
+batches in turn), threads, batch size and the PyTorch version. ``python -m convae.bench --pytorch PYTHON``
 runs it in the same run as convae's own measurement.
 """
 import argparse
 import gzip
 import json
 import os
+import runpy
 import sys
-import time
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 IMAGES = "train-images-idx3-ubyte.gz"
+# convae's timing code, run as a file: importing convae would import Theano.
+TIMING = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "convae",
+                      "timing.py")
 
 
 class ConvolutionalAutoencoder(nn.Module):
@@ -67,20 +70,6 @@ def training_images(data_dir, count):
     return torch.from_numpy(pixels.astype(np.float32) / np.float32(256))
 
 
-def rate(step, batches, rounds=5):
-    """Images per second of step over the batches, after two warm-up calls: the
-    best of ``rounds`` passes, as convae.bench's rate."""
-    for batch in batches[:2]:
-        step(batch)
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for batch in batches:
-            step(batch)
-        best = min(best, time.perf_counter() - start)
-    return sum(len(b) for b in batches) / best
-
-
 def main(argv=None):
     """Time training and evaluation; prints one JSON object."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -96,23 +85,25 @@ def main(argv=None):
     model = ConvolutionalAutoencoder()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
-    def train_step(x):
+    def train_step(i):
+        x = batches[i % len(batches)]
+        model.train()
         optimizer.zero_grad()
         loss = F.mse_loss(model(x), x)
         loss.backward()
         optimizer.step()
         return loss.item()
 
-    def eval_step(x):
+    def eval_step(i):
+        x = batches[i % len(batches)]
+        model.eval()
         with torch.no_grad():
             return F.mse_loss(model(x), x).item()
 
-    model.train()
-    train = rate(train_step, batches)
-    model.eval()
-    evaluate = rate(eval_step, batches)
-    print(json.dumps({"train_images_per_s": round(train, 1),
-                      "eval_images_per_s": round(evaluate, 1),
+    rates = runpy.run_path(TIMING)["interleaved_rates"]({
+        "train_images_per_s": (train_step, args.batch_size),
+        "eval_images_per_s": (eval_step, args.batch_size)})
+    print(json.dumps({**{name: round(value, 1) for name, value in rates.items()},
                       "threads": args.threads, "batch_size": args.batch_size,
                       "torch": torch.__version__}))
     return 0

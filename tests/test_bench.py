@@ -1,9 +1,12 @@
 """The benchmark command's errors: one line and a non-zero exit, never a traceback."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from convae import bench, data
+from convae import bench, data, timing
 
 
 @pytest.mark.parametrize("flags", [["--batches", "0"], ["--batch-size", "0"],
@@ -66,3 +69,99 @@ def test_a_missing_pytorch_python_is_one_line_before_measuring(mnist_dir, tmp_pa
     assert bench.main(["--data-dir", mnist_dir, "--pytorch", missing]) == 1
     err = capsys.readouterr().err.strip()
     assert err == "convae-bench: error: --pytorch {}: no such Python".format(missing)
+
+
+class FakeClock:
+    """time.perf_counter for convae.timing: each step moves it on by a set time."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_window_counts_calls_until_half_a_second_after_an_untimed_one(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(timing.time, "perf_counter", clock)
+    calls = []
+
+    def step(i):
+        calls.append(i)
+        clock.now += 0.15
+    # The untimed call, then calls 0-3: 0.60 s, the first elapsed time >= 0.5 s.
+    assert timing.window_rate(step, work=128) == pytest.approx(4 * 128 / 0.6)
+    assert calls == [0, 0, 1, 2, 3]
+
+
+def test_the_rates_take_turns_and_each_keeps_its_best_window(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(timing.time, "perf_counter", clock)
+    seconds = {"train": [0.5, 0.25, 0.5], "sgemm": [0.1, 0.5, 0.5]}  # per call, by round
+    order = []
+
+    def timed(name):
+        def step(i):
+            if i == 0 and (not order or order[-1][0] != name):
+                order.append((name, len(order) // 2))
+            clock.now += seconds[name][order[-1][1]]
+        return step
+    best = timing.interleaved_rates({"train": (timed("train"), 128),
+                                     "sgemm": (timed("sgemm"), 17.2)}, rounds=3)
+    assert order == [("train", 0), ("sgemm", 0), ("train", 1), ("sgemm", 1),
+                     ("train", 2), ("sgemm", 2)]
+    assert best == {"train": pytest.approx(128 / 0.25), "sgemm": pytest.approx(17.2 / 0.1)}
+
+
+def test_convae_and_pytorch_take_turns_and_keep_their_best(mnist_dir, tmp_path, capsys,
+                                                           monkeypatch):
+    runs = []
+    measured = fake_child(240.0)
+
+    def child(args, compiledir, compile_only, no_function_cache=False):
+        result = measured(args, compiledir, compile_only, no_function_cache)
+        if not compile_only:
+            runs.append("convae")
+            result.update(train_images_per_s=[2000.0, 2500.0][runs.count("convae") - 1],
+                          sgemm_gflops=[250.0, 240.0][runs.count("convae") - 1])
+        return result
+
+    def pytorch_rates(args, data_dir):
+        runs.append("pytorch")
+        return {"train_images_per_s": [1000.0, 800.0][runs.count("pytorch") - 1],
+                "eval_images_per_s": 2000.0, "torch": "2.13.0+cpu"}
+    monkeypatch.setattr(bench, "child", child)
+    monkeypatch.setattr(bench, "pytorch_rates", pytorch_rates)
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\n")
+    python.chmod(0o755)
+    assert bench.main(["--data-dir", mnist_dir, "--no-cold", "--json",
+                       "--pytorch", str(python)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert runs == ["convae", "pytorch"] * bench.TURNS == ["convae", "pytorch"] * 2
+    assert (report["train_images_per_s"], report["sgemm_gflops"]) == (2500.0, 250.0)
+    assert (report["pytorch_train_images_per_s"], report["train_vs_pytorch"]) == (1000.0, 2.5)
+
+
+def test_the_timing_file_runs_without_convae_as_bench_pytorch_runs_it():
+    # scripts/bench_pytorch.py runs convae/timing.py as a file in PyTorch's
+    # environment, which has neither Theano nor convae.
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "convae", "timing.py")
+    code = ("import runpy, sys; sys.modules['convae'] = None; "
+            "t = runpy.run_path({!r}); print(sorted(t['interleaved_rates']("
+            "{{'x': (lambda i: None, 1.0)}}, rounds=1)))".format(path))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "['x']", done.stderr
+
+
+def test_the_sgemm_window_leaves_openblas_on_the_networks_thread_count():
+    from convae.runtime import openblas
+    before = openblas.threads()
+    openblas.set_threads(1)
+    try:
+        step, gflop = bench.sgemm_step(threads=2, n=64)
+        step(0)
+        assert openblas.threads() == 1 and gflop == 2 * 64 ** 3 / 1e9
+    finally:
+        openblas.set_threads(before)

@@ -55,6 +55,14 @@ def set_threads(threads):
     return True
 
 
+def threads():
+    """The number of threads OpenBLAS uses in this process, or None if there is no OpenBLAS."""
+    lib = library()
+    if lib is None or not hasattr(lib, "openblas_get_num_threads"):
+        return None
+    return lib.openblas_get_num_threads()
+
+
 def _text(function):
     """What OpenBLAS's ``function`` (a char* query) answers, or None."""
     lib = library()

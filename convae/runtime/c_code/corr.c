@@ -169,7 +169,7 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
     const int threads = convae_max_threads();
     /* Weights rearranged (forward, inputs) or per-thread sums (weights). */
     const size_t wsize = (size_t)K * F * (direction == CONVAE_GRAD_WEIGHTS ? threads : 1);
-    float* w = (float*)calloc(wsize, sizeof(float));
+    float* w = convae_alloc_floats(wsize, 1);
     int* kofs = (int*)malloc((size_t)K * sizeof(int));
     if (w == NULL || kofs == NULL) { free(w); free(kofs); return -1; }
     for (int f = 0; f < F; f++)
@@ -200,7 +200,7 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
                              : direction == CONVAE_GRAD_INPUTS ? (size_t)H * W * C
                              : (direction == CONVAE_GRAD_WEIGHTS && !by_rows
                                 ? (size_t)nb * P * F : 0);
-        float* tmp = scratch ? (float*)malloc(scratch * sizeof(float)) : NULL;
+        float* tmp = scratch ? convae_alloc_floats(scratch, 0) : NULL;
         #pragma omp for schedule(static)
         for (int step = 0; step < steps; step++) {
             if (scratch && tmp == NULL) {

@@ -12,7 +12,7 @@ count and compile directory are set before Theano loads):
 * ``train_gflops`` counts a training step as 3x the forward FLOPs;
   ``sgemm_gflops`` is a float32 2048x2048 matrix product through the same BLAS
   in the same child on all ``--threads``; each of the three rates is the best
-  of ten half-second windows, the three taking turns (see ``convae.timing``);
+  of short timing windows, the three taking turns (see ``convae.timing``);
   ``train_efficiency`` / ``eval_efficiency`` are the ratios (above 1.0 is
   impossible, and reported as an error);
 * ``cpu`` (model name, family/model, the SIMD features convae's kernels

@@ -12,6 +12,7 @@ Intel Xeon of family 6, model 207, say): it falls back to its generic
 set ``OPENBLAS_CORETYPE``.
 """
 import ctypes
+import functools
 import glob
 import os
 import subprocess
@@ -35,8 +36,14 @@ def find_openblas():
     return None
 
 
+@functools.lru_cache(maxsize=None)
 def library():
-    """The OpenBLAS library loaded in this process (ctypes.CDLL), or None."""
+    """The OpenBLAS library loaded in this process (ctypes.CDLL), or None.
+
+    Looked up once per process: finding and opening it again on every call
+    cost more than setting a thread count, which the benchmark's sgemm step
+    does twice per matrix product.
+    """
     path = find_openblas()
     if path is None:
         return None
@@ -46,29 +53,32 @@ def library():
         return None
 
 
+def _function(name):
+    """OpenBLAS's C function ``name`` (a ctypes function), or None if there is none."""
+    lib = library()
+    return getattr(lib, name) if lib is not None and hasattr(lib, name) else None
+
+
 def set_threads(threads):
     """Make OpenBLAS use ``threads`` threads in this process; False if there is no OpenBLAS."""
-    lib = library()
-    if lib is None or not hasattr(lib, "openblas_set_num_threads"):
+    function = _function("openblas_set_num_threads")
+    if function is None:
         return False
-    lib.openblas_set_num_threads(int(threads))
+    function(int(threads))
     return True
 
 
 def threads():
     """The number of threads OpenBLAS uses in this process, or None if there is no OpenBLAS."""
-    lib = library()
-    if lib is None or not hasattr(lib, "openblas_get_num_threads"):
-        return None
-    return lib.openblas_get_num_threads()
+    function = _function("openblas_get_num_threads")
+    return None if function is None else function()
 
 
-def _text(function):
-    """What OpenBLAS's ``function`` (a char* query) answers, or None."""
-    lib = library()
-    if lib is None or not hasattr(lib, function):
+def _text(name):
+    """What OpenBLAS's function ``name`` (a char* query) answers, or None."""
+    query = _function(name)
+    if query is None:
         return None
-    query = getattr(lib, function)
     query.restype = ctypes.c_char_p
     return query().decode()
 

@@ -13,8 +13,9 @@ its own (see the README's Speed section), e.g.
 Prints one JSON object: train_images_per_s and eval_images_per_s at steady
 state, timed by the same code as convae's (``convae/timing.py``: the best of
 short windows, training and evaluation taking turns, on --batches batches
-in turn), threads, batch size and the PyTorch version. ``python -m convae.bench --pytorch PYTHON``
-runs it in the same run as convae's own measurement.
+in turn), threads, batch size and the PyTorch version.
+``python -m convae.bench --pytorch PYTHON`` runs it in the same run as
+convae's own measurement.
 """
 import argparse
 import gzip

@@ -1,4 +1,5 @@
-"""The benchmark command's errors: one line and a non-zero exit, never a traceback."""
+"""The benchmark: its errors (one line and a non-zero exit, never a traceback), how
+it times (best windows, taking turns) and what it reports."""
 import json
 import os
 import subprocess

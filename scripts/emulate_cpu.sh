@@ -71,7 +71,7 @@ cp .venv/pyvenv.cfg "$root/venv/"
 ln -sfn "$PWD/.venv/lib" "$root/venv/lib"
 cat > "$root/venv/bin/python" <<EOF
 #!/bin/sh
-exec qemu-x86_64 -cpu $cpu -0 "\$0" "$(readlink -f .venv/bin/python)" "\$@"
+exec "$(command -v qemu-x86_64)" -cpu $cpu -0 "\$0" "$(readlink -f .venv/bin/python)" "\$@"
 EOF
 chmod +x "$root/venv/bin/python"
 

@@ -75,7 +75,10 @@ exec "$(command -v qemu-x86_64)" -cpu $cpu -0 "\$0" "$(readlink -f .venv/bin/pyt
 EOF
 chmod +x "$root/venv/bin/python"
 
-# g++ runs natively, where -march=native would mean this machine's CPU.
+# g++ runs natively, where -march=native would mean this machine's CPU. The
+# real one: run under this script, PATH starts with a wrapper of this kind.
+gxx=$(PATH=$(tr ':' '\n' <<<"$PATH" | grep -v '/convae-emulated-[^/]*/bin$' | paste -sd:) \
+      command -v g++)
 cat > "$root/bin/g++" <<EOF
 #!/bin/sh
 for arg; do
@@ -83,15 +86,18 @@ for arg; do
     case "\$arg" in -march=native) arg=-march=$march ;; -mtune=native) arg=-mtune=$march ;; esac
     set -- "\$@" "\$arg"
 done
-exec "$(command -v g++)" "\$@"
+exec "$gxx" "\$@"
 EOF
 chmod +x "$root/bin/g++"
 
 # This machine's /proc/cpuinfo, made to name the emulated CPU and to lack
-# the vector features it lacks.
+# the vector features it lacks. Replaced only if it changed: run under this
+# script, /proc/cpuinfo is this very file, and bound where it is.
 sed -E -e "s/^(vendor_id\s*:).*/\1 $vendor/" -e "s/^(cpu family\s*:).*/\1 $family/" \
        -e "s/^(model\s*:).*/\1 $model/" -e "s/^(model name\s*:).*/\1 $name/" \
-       -e "/^flags/{s/ ($lacks)\b//g}" /proc/cpuinfo > "$root/cpuinfo"
+       -e "/^flags/{s/ ($lacks)\b//g}" /proc/cpuinfo > "$root/cpuinfo.new"
+cmp -s "$root/cpuinfo.new" "$root/cpuinfo" && rm "$root/cpuinfo.new" \
+    || mv "$root/cpuinfo.new" "$root/cpuinfo"
 
 [ "$1" = python ] && set -- "$root/venv/bin/python" "${@:2}"
 export HOME="$root/home" PATH="$root/bin:$PATH"

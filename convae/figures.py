@@ -15,6 +15,11 @@ from matplotlib.ticker import MaxNLocator
 
 from convae.files import write_atomically
 
+# The figure formats a file name may ask for by its extension: matplotlib
+# writes each of these by itself (its .pgf needs LaTeX, its .raw and .rgba
+# are bare pixels).
+FORMATS = ("png", "pdf", "svg", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
+
 # What each line of a metrics.jsonl file holds (among others).
 METRIC_KEYS = frozenset(("epoch", "train_loss", "val_loss"))
 
@@ -146,11 +151,28 @@ def interpolation_figure(decoded, first, last):
     return fig
 
 
+def figure_format(path):
+    """The format ``path``'s extension names ('pdf' for x.pdf), 'png' if it has none.
+
+    ValueError, naming the path, for an extension not in FORMATS: writing PNG
+    bytes under the name x.pdf would leave a file nothing opens.
+    """
+    extension = os.path.splitext(path)[1][1:].lower()
+    if not extension:
+        return "png"
+    if extension not in FORMATS:
+        raise ValueError("{}: cannot write a figure as .{}; end the name in .{}".format(
+            path, extension, ", .".join(FORMATS)))
+    return extension
+
+
 def save_figure(fig, path):
-    """Write fig as PNG to path atomically; creates the directory if needed."""
+    """Write fig to path atomically, in the format of its extension (see
+    ``figure_format``); creates the directory if needed."""
+    kind = figure_format(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    write_atomically(path, lambda f: fig.savefig(f, format="png"))
+    write_atomically(path, lambda f: fig.savefig(f, format=kind))
 
 
 def read_metrics(path):

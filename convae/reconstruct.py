@@ -3,9 +3,10 @@
 Usage: ``convae-reconstruct`` (or ``python scripts/reconstruct.py``) with the
 weights shipped in the package, or ``--weights`` a ``model.npz`` (or the run
 directory holding it) from ``convae-train``. Digits: one of each class by
-default, ``--indices 0,7,42``, or ``--n 12 --seed 3`` at random. Writes a PNG
-(``--out``, default ``figures/reconstructions.png``) and prints the squared
-error per image and its mean (MSE per pixel, pixels in [0, 1)).
+default, ``--indices 0,7,42``, or ``--n 12 --seed 3`` at random. Writes the
+figure to ``--out`` (default ``figures/reconstructions.png``; its extension
+picks the format: .png, .pdf, .svg, ...) and prints the squared error per
+image and its mean (MSE per pixel, pixels in [0, 1)).
 """
 import argparse
 import os
@@ -16,7 +17,7 @@ import numpy as np
 import convae
 from convae import cli, data
 from convae.codec import Codec
-from convae.figures import pick_indices, reconstruction_figure, save_figure
+from convae.figures import figure_format, pick_indices, reconstruction_figure, save_figure
 
 
 def squared_errors(originals, reconstructions):
@@ -40,6 +41,7 @@ def parse_indices(text):
 def reconstruct(args):
     """Plot and print what ``args`` asks for; returns 0."""
     convae.runtime.enable()
+    figure_format(args.out)  # a name it cannot be written as: before any work
     out = cli.writable_path(args.out)
     weights = cli.weights_path(args.weights)
     X_test, y_test = data.load_test_set(args.dataset, args.data_dir)
@@ -64,7 +66,9 @@ def main(argv=None):
     choice.add_argument("--indices", type=parse_indices, help="test-set indices, e.g. 0,7,42")
     choice.add_argument("--n", type=cli.positive_int, help="this many random test digits")
     parser.add_argument("--seed", type=cli.seed, default=0, help="seed for --n")
-    parser.add_argument("--out", default=os.path.join("figures", "reconstructions.png"))
+    parser.add_argument("--out", default=os.path.join("figures", "reconstructions.png"),
+                        help="the figure; .png, .pdf, .svg, ... as its name ends "
+                        "(default: %(default)s)")
     return cli.run_command("convae-reconstruct", lambda: reconstruct(parser.parse_args(argv)))
 
 

@@ -147,6 +147,38 @@ def test_reconstruct_refuses_foreign_weights_and_unwritable_output(mnist_dir, tm
     assert code == 1 and "cannot" in err and "\n" not in err
 
 
+# How each format's files begin (their specifications), or what they hold.
+MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "pdf": b"%PDF-", "svg": b"<svg", "eps": b"%!PS-Adobe",
+         "ps": b"%!PS-Adobe", "jpg": b"\xff\xd8\xff", "jpeg": b"\xff\xd8\xff",
+         "tif": b"II*\x00", "tiff": b"II*\x00", "webp": b"WEBP"}
+
+
+@pytest.mark.parametrize("name,kind", [("pairs." + k, k) for k in figures.FORMATS]
+                         + [("pairs.PDF", "pdf"), ("pairs", "png")])
+def test_a_figure_is_written_in_the_format_its_name_asks_for(tmp_path, name, kind):
+    fig = figures.reconstruction_figure(np.zeros((2, 1, 28, 28), np.float32),
+                                        np.ones((2, 1, 28, 28), np.float32), ["a", "b"])
+    figures.save_figure(fig, str(tmp_path / name))
+    content = (tmp_path / name).read_bytes()
+    assert MAGIC[kind] in content[:400], content[:16]
+    assert os.listdir(tmp_path) == [name]
+
+
+def test_reconstruct_refuses_a_name_no_figure_format_has(mnist_dir, tmp_path, capsys):
+    out = tmp_path / "new" / "pairs.txt"
+    code = reconstruct.main(["--data-dir", mnist_dir, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in err
+    assert str(out) in err and ".txt" in err and ".pdf" in err
+    assert not (tmp_path / "new").exists()  # refused before anything was made
+
+
+def test_reconstruct_writes_a_pdf_when_asked(mnist_dir, tmp_path, capsys):
+    out = tmp_path / "pairs.pdf"
+    assert reconstruct.main(["--data-dir", mnist_dir, "--indices", "3", "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(b"%PDF-")
+
+
 def test_shipped_run_is_documented():
     metrics = figures.read_metrics(files.SHIPPED_METRICS)
     assert [m["epoch"] for m in metrics] == list(range(1, len(metrics) + 1))

@@ -351,6 +351,11 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.noise_level is not None and not 0 <= args.noise_level < 1:
         p.error("--noise-level must lie in [0, 1)")
+    noiseless = args.noise == "none" or (args.noise is None and not args.resume)
+    if args.noise_level is not None and noiseless:
+        # Without noise the level is unused: a run the user meant to be a
+        # denoising one would train as a plain one.
+        p.error("--noise-level needs --noise gaussian or --noise mask")
     return args
 
 

@@ -169,6 +169,22 @@ def test_bad_flags_exit_with_usage_error(flags, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags", [["--noise-level", "0.5"],
+                                   ["--noise", "none", "--noise-level", "0.5"],
+                                   ["--resume", "--noise", "none", "--noise-level", "0.5"]])
+def test_a_noise_level_without_noise_is_a_usage_error(flags, capsys):
+    with pytest.raises(SystemExit) as done:
+        train.parse_args(flags)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert done.value.code == 2 and "--noise-level needs --noise" in err
+
+
+def test_a_noise_level_goes_with_noise_or_a_resumed_run():
+    assert train.parse_args(["--noise", "mask", "--noise-level", "0.5"]).noise_level == 0.5
+    # A resumed run has its own --noise; resumed_settings compares the level to it.
+    assert train.parse_args(["--resume", "--noise-level", "0.5"]).noise_level == 0.5
+
+
 def test_too_few_images_for_one_batch(mnist_dir, tmp_path, capsys):
     code, err = error_of(capsys, ["--data-dir", mnist_dir, "--out", str(tmp_path),
                                   "--limit-train", "50", "--batch-size", "100"])

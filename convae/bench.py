@@ -255,8 +255,8 @@ def main(argv=None):
     parser.add_argument("--no-function-cache", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
-        return cli.run_command("convae-bench", lambda: measure(args))
-    return cli.run_command("convae-bench", lambda: bench(args))
+        return cli.run_command(parser.prog, lambda: measure(args))
+    return cli.run_command(parser.prog, lambda: bench(args))
 
 
 def bench(args):

@@ -29,7 +29,7 @@ def test_no_mnist_anywhere_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(data.DATASETS["mnist"], "mirrors", ("http://127.0.0.1:9/",))
     assert bench.main(["--data-dir", str(tmp_path / "empty")]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("convae-bench: error: could not download") and "\n" not in err
+    assert err.startswith("python -m convae.bench: error: could not download") and "\n" not in err
 
 
 def fake_child(sgemm_gflops):
@@ -69,7 +69,7 @@ def test_a_missing_pytorch_python_is_one_line_before_measuring(mnist_dir, tmp_pa
     missing = str(tmp_path / "no-python")
     assert bench.main(["--data-dir", mnist_dir, "--pytorch", missing]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == "convae-bench: error: --pytorch {}: no such Python".format(missing)
+    assert err == "python -m convae.bench: error: --pytorch {}: no such Python".format(missing)
 
 
 class FakeClock:

@@ -1,5 +1,6 @@
 """A trained network's reconstruct, encode and decode functions, for figures and notebooks."""
 import lasagne
+import numpy as np
 import theano
 import theano.tensor as T
 
@@ -15,6 +16,10 @@ class Codec:
     reconstruct(x): (N, 1, 28, 28) -> (N, 1, 28, 28), dropout off.
     encode(x): (N, 1, 28, 28) -> (N, 256) codes (the ``auto_dense1A`` output).
     decode(z): (N, 256) -> (N, 1, 28, 28).
+
+    Images are floats with pixels in [0, 1) (``convae.data``'s: 8-bit pixels
+    divided by 256), codes floats; any float dtype is taken as float32. Other
+    shapes or dtypes are a ValueError saying what was expected.
     """
 
     def __init__(self, weights=None):
@@ -22,19 +27,53 @@ class Codec:
         self.network = build_convolutional_autoencoder(self.input_var)
         if weights is not None:
             load_params(weights, self.network)
-        code_layer = next(layer for layer in
-                          lasagne.layers.get_all_layers(self.network)
-                          if layer.name == CODE_LAYER)
+        layers = lasagne.layers.get_all_layers(self.network)
+        code_layer = next(layer for layer in layers if layer.name == CODE_LAYER)
+        self.image_shape = tuple(layers[0].shape[1:])
+        self.code_shape = (code_layer.num_units,)
         code_var = T.matrix("code")
         output = lasagne.layers.get_output(self.network, deterministic=True)
-        self.reconstruct = theano.function([self.input_var], output)
-        self.encode = theano.function([self.input_var], lasagne.layers.get_output(
+        self._reconstruct = theano.function([self.input_var], output)
+        self._encode = theano.function([self.input_var], lasagne.layers.get_output(
             code_layer, deterministic=True))
-        self.decode = theano.function([code_var], lasagne.layers.get_output(
+        self._decode = theano.function([code_var], lasagne.layers.get_output(
             self.network, {code_layer: code_var}, deterministic=True))
+
+    def reconstruct(self, images):
+        """(N, 1, 28, 28) images -> (N, 1, 28, 28) float32 reconstructions."""
+        return _apply(self._reconstruct, _batch(images, self.image_shape, "images"),
+                      self.image_shape)
+
+    def encode(self, images):
+        """(N, 1, 28, 28) images -> (N, 256) float32 codes."""
+        return _apply(self._encode, _batch(images, self.image_shape, "images"),
+                      self.code_shape)
+
+    def decode(self, codes):
+        """(N, 256) codes -> (N, 1, 28, 28) float32 images."""
+        return _apply(self._decode, _batch(codes, self.code_shape, "codes"),
+                      self.image_shape)
 
     def first_layer_filters(self):
         """The 32 first-layer filters, (32, 5, 5): also the decoder's last filters."""
         conv1 = lasagne.layers.get_all_layers(self.network)[1]
         return conv1.W.get_value()[:, 0]
 
+
+def _batch(values, shape, what):
+    """values as a float32 array of shape (N,) + shape; ValueError if it is not one."""
+    values = np.asarray(values)
+    if values.shape[1:] != shape or values.ndim != len(shape) + 1:
+        raise ValueError("{} must be an array of shape (N, {}), got shape {}".format(
+            what, ", ".join(str(n) for n in shape), values.shape))
+    if values.dtype.kind != "f":
+        hint = " in [0, 1): divide 8-bit pixels by 256" if what == "images" else ""
+        raise ValueError("{} must be floats{}, got {}".format(what, hint, values.dtype))
+    return values.astype(np.float32, copy=False)
+
+
+def _apply(function, batch, out_shape):
+    """function(batch), or an empty (0,) + out_shape array for an empty batch."""
+    if len(batch) == 0:
+        return np.zeros((0,) + out_shape, np.float32)
+    return function(batch)

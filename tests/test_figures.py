@@ -77,6 +77,31 @@ def test_filters_pca_interpolation_and_curves(codec, digits):
     assert_not_blank(image)
 
 
+def test_codec_takes_float_batches_of_the_network_s_shapes(codec, digits):
+    X, _ = digits
+    x = X[:3]
+    np.testing.assert_array_equal(codec.reconstruct(x.astype(np.float64)), codec.reconstruct(x))
+    z = codec.encode(x)
+    assert z.shape == (3, 256) and z.dtype == np.float32
+    np.testing.assert_array_equal(codec.decode(z.tolist()), codec.decode(z))
+    assert codec.reconstruct(X[:0]).shape == (0, 1, 28, 28)
+    assert codec.encode(X[:0]).shape == (0, 256)
+    assert codec.decode(np.zeros((0, 256), np.float32)).shape == (0, 1, 28, 28)
+
+
+@pytest.mark.parametrize("call,values,message", [
+    ("reconstruct", np.zeros((2, 28, 28), np.float32), "shape (N, 1, 28, 28), got shape (2, 28, 28)"),
+    ("encode", np.zeros((2, 3, 28, 28), np.float32), "got shape (2, 3, 28, 28)"),
+    ("reconstruct", np.zeros((2, 1, 28, 28), np.uint8), "divide 8-bit pixels by 256, got uint8"),
+    ("decode", np.zeros((2, 255), np.float32), "shape (N, 256), got shape (2, 255)"),
+    ("decode", np.zeros((2, 256), np.int64), "codes must be floats, got int64"),
+])
+def test_codec_refuses_other_input_saying_what_it_takes(codec, call, values, message):
+    with pytest.raises(ValueError) as raised:
+        getattr(codec, call)(values)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
 def test_pca_2d_matches_the_covariance_eigenvectors():
     rng = np.random.RandomState(0)
     codes = rng.randn(500, 6) @ rng.randn(6, 6)

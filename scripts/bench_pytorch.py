@@ -23,6 +23,7 @@ import json
 import os
 import runpy
 import sys
+import zlib
 
 import numpy as np
 import torch
@@ -62,8 +63,12 @@ def training_images(data_dir, count):
     """The first ``count`` MNIST training images, float32 (count, 1, 28, 28) / 256."""
     path = os.path.join(data_dir, IMAGES)
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read(16 + count * 784)
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read(16 + count * 784)
+    except (OSError, EOFError, zlib.error) as e:  # missing, unreadable, truncated, corrupt
+        sys.exit("bench_pytorch: {}: cannot be read ({})".format(
+            path, getattr(e, "strerror", None) or e))
     if len(raw) < 16 + count * 784 or int.from_bytes(raw[:4], "big") != 2051:
         sys.exit("bench_pytorch: {} is not an MNIST image file of {} images".format(
             path, count))
@@ -71,13 +76,20 @@ def training_images(data_dir, count):
     return torch.from_numpy(pixels.astype(np.float32) / np.float32(256))
 
 
+def positive_int(text):
+    """argparse type: an integer >= 1 (a batch of none, or no threads, times nothing)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("must be a positive integer, got {!r}".format(text))
+    return int(text)
+
+
 def main(argv=None):
     """Time training and evaluation; prints one JSON object."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", required=True, help="directory with MNIST's IDX files")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--batches", type=int, default=60)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--batches", type=positive_int, default=60)
+    parser.add_argument("--threads", type=positive_int, default=os.cpu_count())
     args = parser.parse_args(argv)
     torch.manual_seed(1)
     torch.set_num_threads(args.threads)

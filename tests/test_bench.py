@@ -166,3 +166,30 @@ def test_the_sgemm_window_leaves_openblas_on_the_networks_thread_count():
         assert openblas.threads() == 1 and gflop == 2 * 64 ** 3 / 1e9
     finally:
         openblas.set_threads(before)
+
+
+def torch_python():
+    """A Python with PyTorch for scripts/bench_pytorch.py, or skip: PyTorch is not
+    one of convae's requirements (the README's .venv-torch, or $CONVAE_TEST_TORCH_PYTHON)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    python = os.environ.get("CONVAE_TEST_TORCH_PYTHON",
+                            os.path.join(repo, ".venv-torch", "bin", "python"))
+    if not os.path.isfile(python):
+        pytest.skip("no Python with PyTorch at {} (see the README's Speed section)".format(
+            python))
+    return python, os.path.join(repo, "scripts", "bench_pytorch.py")
+
+
+@pytest.mark.parametrize("flags,code,message", [
+    (["--batches", "0"], 2, "argument --batches: must be a positive integer, got '0'"),
+    (["--batch-size", "0"], 2, "argument --batch-size: must be a positive integer"),
+    (["--threads", "-1"], 2, "argument --threads: must be a positive integer"),
+    (["--data-dir", "/nonexistent"], 1, "/nonexistent/train-images-idx3-ubyte.gz: cannot "
+     "be read (No such file or directory)"),
+])
+def test_bench_pytorch_bad_input_is_one_line(flags, code, message, mnist_dir):
+    python, script = torch_python()
+    done = subprocess.run([python, script, "--data-dir", mnist_dir] + flags,
+                          capture_output=True, text=True)
+    assert done.returncode == code and done.stdout == ""
+    assert message in done.stderr.strip().splitlines()[-1] and "Traceback" not in done.stderr

@@ -182,7 +182,11 @@ def download(dataset, name, directory, mirrors=None, timeout=60):
     its SHA-256 and only then renamed into place. Returns the final path;
     raises DataError naming every mirror's failure if none succeeds.
     """
-    os.makedirs(directory, exist_ok=True)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise DataError("cannot make the data directory {} for {} ({})".format(
+            directory, name, e.strerror or e))
     failures = []
     for mirror in mirrors or DATASETS[dataset]["mirrors"]:
         url = mirror + name
@@ -225,6 +229,9 @@ def dataset_files(dataset="mnist", data_dir=None, fetch=True, names=FILES):
         raise DataError("unknown dataset {!r}; choose from {}".format(
             dataset, ", ".join(sorted(DATASETS))))
     directory = data_dir or default_data_dir(dataset)
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise DataError("{}: not a directory (the data directory must be one)".format(
+            directory))
     paths = {}
     for name in names:
         path = _locate(directory, name)

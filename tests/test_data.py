@@ -180,6 +180,15 @@ def test_the_test_set_alone_fetches_only_the_test_files(mirror, tmp_path, monkey
         ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"])
 
 
+def test_a_data_directory_that_is_not_one_is_named(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(data.DataError, match="file: not a directory"):
+        data.dataset_files("mnist", str(tmp_path / "file"))
+    with pytest.raises(data.DataError, match=r"cannot make the data directory .*file/mnist "
+                       r"for train-images-idx3-ubyte.gz \(Not a directory\)"):
+        data.dataset_files("mnist", str(tmp_path / "file" / "mnist"))
+
+
 def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("CONVAE_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))

@@ -130,9 +130,14 @@ def load_params(path, network):
     try:
         saved = read_npz(path)
         values = [saved["arr_%d" % i] for i in range(len(saved))]
-    except (NpzFileError, KeyError) as e:
-        raise ParameterFileError(str(e) if isinstance(e, NpzFileError) else
-                                 "{}: not a parameter file (no {})".format(path, e))
+    except NpzFileError as e:
+        raise ParameterFileError(str(e))
+    except KeyError as e:
+        if {"settings", "shared_0"} <= set(saved):  # see convae.checkpoint
+            raise ParameterFileError("{}: a convae-train checkpoint, not a parameter "
+                                     "file: give the model.npz beside it, or the run "
+                                     "directory".format(path))
+        raise ParameterFileError("{}: not a parameter file (no {})".format(path, e))
     shapes = [p.get_value().shape for p in lasagne.layers.get_all_params(network)]
     if [v.shape for v in values] != shapes:
         raise ParameterFileError(

@@ -366,6 +366,20 @@ def test_leftover_temporary_files_are_removed(mnist_dir, tmp_path):
         "checkpoint.npz", "metrics.jsonl", "model.npz", "test.json"]
 
 
+def test_a_checkpoint_given_as_weights_says_which_file_to_give(mnist_dir, tmp_path, capsys):
+    from convae import export
+    out = tmp_path / "run"
+    assert run_small(mnist_dir, out, "--epochs", "1") == 0
+    capsys.readouterr()
+    assert export.main(["--weights", str(out / "checkpoint.npz"),
+                        "--out", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("convae-export: error: {}: a convae-train checkpoint, not a parameter "
+                   "file: give the model.npz beside it, or the run directory".format(
+                       out / "checkpoint.npz"))
+    assert export.main(["--weights", str(out), "--out", str(tmp_path / "m.onnx")]) == 0
+
+
 @pytest.mark.parametrize("seed", ["-1", "99999999999", "x"])
 def test_bad_seed_is_a_usage_error(seed, capsys):
     with pytest.raises(SystemExit) as done:

@@ -195,7 +195,7 @@ def read_metrics(path):
         except ValueError as e:
             raise ValueError("{}, line {}: not JSON ({})".format(path, number, e))
         if not isinstance(record, dict) or not METRIC_KEYS <= set(record):
-            raise ValueError("{}, line {}: a metrics record has {}".format(
+            raise ValueError("{}, line {}: not a metrics record (one has {})".format(
                 path, number, ", ".join(sorted(METRIC_KEYS))))
         records.append(record)
     if not records:

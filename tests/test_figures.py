@@ -241,7 +241,7 @@ def test_indices_that_name_no_digit_are_a_usage_error(indices, capsys):
 @pytest.mark.parametrize("content,message", [
     (b'{"epoch": 1, "train_loss": 0.1, "val_loss": 0.1}\n{"epoch": 2\n', "line 2: not JSON"),
     (b"\xc8\x00\xff binary", "not UTF-8 text"),
-    (b'{"epoch": 1}\n', "line 1: a metrics record has epoch, train_loss, val_loss"),
+    (b'{"epoch": 1}\n', "line 1: not a metrics record (one has epoch, train_loss, val_loss)"),
     (b"\n", "no metrics in it"),
 ])
 def test_bad_metrics_files_are_one_line_naming_them(mnist_dir, tmp_path, capsys, content,

@@ -17,11 +17,11 @@ import sys
 from convae import runtime
 
 
-def _one_line_for_interrupt(previous_hook):
-    """A sys.excepthook that reports a Ctrl-C in one line instead of a traceback."""
+def _one_line_for(error, line, previous_hook):
+    """A sys.excepthook that reports ``error`` as ``line`` instead of a traceback."""
     def excepthook(kind, value, traceback):
-        if issubclass(kind, KeyboardInterrupt):
-            sys.stderr.write("convae: interrupted while loading Theano and Lasagne\n")
+        if value is error:
+            sys.stderr.write(line + "\n")
         else:
             previous_hook(kind, value, traceback)
     return excepthook
@@ -29,10 +29,16 @@ def _one_line_for_interrupt(previous_hook):
 
 try:
     runtime.prepare()
-except KeyboardInterrupt:
+except KeyboardInterrupt as e:
     # Ctrl-C in the half second that loading Theano takes: a command that
     # started loading convae ends with one line, not a 50-line traceback.
-    sys.excepthook = _one_line_for_interrupt(sys.excepthook)
+    sys.excepthook = _one_line_for(
+        e, "convae: interrupted while loading Theano and Lasagne", sys.excepthook)
+    raise
+except runtime.defaults.SettingError as e:
+    # A setting no command could start with, before any command's own
+    # error handling: one line too.
+    sys.excepthook = _one_line_for(e, "convae: error: {}".format(e), sys.excepthook)
     raise
 
 __version__ = "0.1.0"

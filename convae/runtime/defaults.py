@@ -29,6 +29,26 @@ MISSING_BLAS_HINT = (
 )
 
 
+class SettingError(ValueError):
+    """An environment setting Theano cannot be loaded with; the message is one line."""
+
+
+def check_environment():
+    """SettingError if Theano would stop at import on the environment.
+
+    Theano 1.0.5 takes ``OMP_NUM_THREADS`` as one integer and raises a
+    TypeError (a traceback out of ``import convae``, even for ``--help``) on
+    anything else, such as ``abc`` or OpenMP's nested ``4,2``.
+    """
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads:
+        try:
+            int(threads)
+        except ValueError:
+            raise SettingError("OMP_NUM_THREADS={!r}: Theano takes one whole number of "
+                               "threads there, such as 2 (or leave it unset)".format(threads))
+
+
 def fast_path_enabled():
     """False if the user set ``CONVAE_FAST=0`` to turn convae's fast path off."""
     return os.environ.get("CONVAE_FAST", "1") != "0"
@@ -78,6 +98,7 @@ def configure():
     choose_core()
     if "theano" in sys.modules:
         return
+    check_environment()
     user = _user_settings()
     additions = ["{}={}".format(key, value)
                  for key, value in default_flags().items()

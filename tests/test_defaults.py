@@ -73,3 +73,21 @@ def test_a_thread_count_theano_cannot_read_is_one_line_not_a_traceback():
                           env=dict(os.environ, OMP_NUM_THREADS="2"), capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0 and "--resume" in done.stdout
+
+
+def test_theano_settings_theano_refuses_are_one_line_not_a_traceback(tmp_path):
+    env = dict(os.environ, THEANORC=str(tmp_path / "no-theanorc"))
+    for flags, said in [("floatX=float8", 'Invalid value ("float8") for configuration '
+                         'variable "floatX". Valid options are'),
+                        ("openmp=maybe", 'Invalid value (maybe) for configuration variable '
+                         '"openmp".'),
+                        ("base_compiledir=" + str(tmp_path / "file" / "dir"),
+                         "Unable to create the compiledir directory")]:
+        (tmp_path / "file").write_text("a file, not a directory")
+        done = subprocess.run([sys.executable, "-m", "convae.train", "--help"], cwd=REPO,
+                              env=dict(env, THEANO_FLAGS=flags), capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 1 and done.stdout == "", done.stderr
+        assert done.stderr.startswith("convae: error: Theano's settings (THEANO_FLAGS, "
+                                      ".theanorc): " + said), done.stderr
+        assert done.stderr.count("\n") == 1

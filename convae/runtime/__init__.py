@@ -33,6 +33,7 @@ _enabled = False
 def prepare():
     """Set Theano's defaults and make ``import lasagne`` work (see the module docstring)."""
     defaults.configure()
+    defaults.load_theano()
     importlib.import_module("convae.runtime.lasagne_backport")  # its import is its effect
 
 

@@ -17,6 +17,7 @@ imported before convae, its configuration is left exactly as it is. The one
 other setting that must precede loading, OpenBLAS's core, is made here too.
 """
 import configparser
+import importlib
 import os
 import sys
 import warnings
@@ -47,6 +48,24 @@ def check_environment():
         except ValueError:
             raise SettingError("OMP_NUM_THREADS={!r}: Theano takes one whole number of "
                                "threads there, such as 2 (or leave it unset)".format(threads))
+
+
+def load_theano():
+    """Import Theano with the settings as they are.
+
+    SettingError, in one line, where Theano refuses them at import (a
+    ValueError such as 'Invalid value ("float8") for configuration variable
+    "floatX"', or a compile directory it cannot create).
+    """
+    if "theano" in sys.modules:
+        return
+    check_environment()
+    try:
+        importlib.import_module("theano")
+    except ValueError as e:
+        said = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+        raise SettingError("Theano's settings (THEANO_FLAGS, .theanorc): {}".format(
+            said.splitlines()[0] if said else type(e).__name__))
 
 
 def fast_path_enabled():
@@ -98,7 +117,6 @@ def configure():
     choose_core()
     if "theano" in sys.modules:
         return
-    check_environment()
     user = _user_settings()
     additions = ["{}={}".format(key, value)
                  for key, value in default_flags().items()

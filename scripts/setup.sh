@@ -35,9 +35,17 @@ find_uv() {  # prints a uv to use: on PATH, or installed from PyPI into .venv-uv
 
 find_python() {  # prints the interpreter for .venv, or says how to get one
     local candidate uv
-    for candidate in "${PYTHON:-}" python3.11 python3.10 python3.9 python3; do
-        if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 &&
-           supported "$candidate"; then
+    if [ -n "${PYTHON:-}" ]; then  # the user's choice, or nothing
+        if command -v "$PYTHON" >/dev/null 2>&1 && supported "$PYTHON"; then
+            command -v "$PYTHON"
+            return 0
+        fi
+        echo "setup: PYTHON=$PYTHON is not a CPython 3.9 to 3.11 that runs here" \
+             "(Theano 1.0.5 needs numpy < 1.24); set PYTHON to one, or unset it" >&2
+        return 1
+    fi
+    for candidate in python3.11 python3.10 python3.9 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 && supported "$candidate"; then
             command -v "$candidate"
             return 0
         fi

@@ -61,3 +61,21 @@ def test_only_a_newer_python_and_no_uv_says_the_command_that_would(tmp_path):
     assert "needs CPython 3.9 to 3.11" in message
     assert "python3 -m pip install --user uv && ~/.local/bin/uv python install 3.11" in message
     assert not os.path.exists(os.path.join(REPO, ".venv-uv"))
+
+
+def test_a_python_the_user_names_is_used_or_refused_never_passed_over(tmp_path):
+    real = sys.executable
+    path = machine(tmp_path, {"python3.11": 'exec {} "$@"\n'.format(real),
+                              "python3.12": PYTHON_312})
+    env = {"PATH": path, "HOME": os.environ.get("HOME", "/root")}
+    for named, code in [(real, 0), ("python3.12", 1), ("/nonexistent/python", 1)]:
+        done = subprocess.run(["/bin/bash", SETUP, "--which-python"],
+                              env=dict(env, PYTHON=named), capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == code, done.stderr
+        if code == 0:
+            assert done.stdout.strip() == real
+        else:  # not the python3.11 on PATH in its place
+            assert done.stdout == "" and done.stderr.count("\n") == 1
+            assert done.stderr.startswith("setup: PYTHON={} is not a CPython 3.9 to 3.11".format(
+                named))

@@ -72,20 +72,32 @@ def weights_path(path):
     return path
 
 
-def writable_directory(directory, flag):
-    """Create ``directory`` if needed and make sure a file can be written in it.
+def _directory_problem(directory):
+    """Why no file can be written in ``directory`` (made if missing), or None.
 
     Tries it, as root may not be stopped by permission bits while a read-only
-    file system stops everyone. PathError, naming the flag, if not.
+    file system stops everyone.
     """
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        return "not a directory"
     try:
         os.makedirs(directory, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=directory)
         os.close(fd)
         os.remove(probe)
     except OSError as e:
-        raise PathError("{} {}: cannot write there ({})".format(
-            flag, directory, e.strerror or e))
+        return "cannot write there ({})".format(e.strerror or e)
+    return None
+
+
+def writable_directory(directory, flag):
+    """Create ``directory`` if needed and make sure a file can be written in it.
+
+    PathError, naming the flag, if not.
+    """
+    problem = _directory_problem(directory)
+    if problem:
+        raise PathError("{} {}: {}".format(flag, directory, problem))
     return directory
 
 
@@ -93,7 +105,10 @@ def writable_path(path):
     """Create path's directory if needed; PathError if ``path`` cannot be written."""
     if os.path.isdir(path):
         raise PathError("cannot write {}: it is a directory".format(path))
-    writable_directory(os.path.dirname(os.path.abspath(path)), "directory")
+    directory = os.path.dirname(os.path.abspath(path))
+    problem = _directory_problem(directory)
+    if problem:
+        raise PathError("cannot write {}: {}: {}".format(path, directory, problem))
     return path
 
 

@@ -54,6 +54,7 @@ def make_all(codec, X_test, y_test, metrics, denoiser, out_dir):
 def make_figures(args):
     """Write every figure as ``args`` asks; returns 0."""
     convae.runtime.enable()
+    cli.writable_directory(args.out_dir, "--out-dir")  # before any work, not after it
     weights = cli.weights_path(args.weights)
     denoising = cli.weights_path(args.denoising_weights)
     metrics = figures.read_metrics(args.metrics)

@@ -204,6 +204,16 @@ def test_reconstruct_writes_a_pdf_when_asked(mnist_dir, tmp_path, capsys):
     assert out.read_bytes().startswith(b"%PDF-")
 
 
+def test_an_out_dir_that_is_a_file_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    def no_loading(*args):
+        raise AssertionError("loaded the test set although --out-dir is a file")
+    monkeypatch.setattr(make_figures.data, "load_test_set", no_loading)
+    (tmp_path / "figs").write_text("a file")
+    assert make_figures.main(["--out-dir", str(tmp_path / "figs")]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "convae-figures: error: --out-dir {}: not a directory".format(tmp_path / "figs"))
+
+
 def test_shipped_run_is_documented():
     metrics = figures.read_metrics(files.SHIPPED_METRICS)
     assert [m["epoch"] for m in metrics] == list(range(1, len(metrics) + 1))

@@ -343,6 +343,19 @@ def test_read_only_out_is_refused_before_compiling(mnist_dir, read_only_dir, cap
     assert "--out {}: cannot write there (Read-only file system)".format(read_only_dir) in err
 
 
+def test_an_out_that_is_a_file_is_refused_before_compiling(mnist_dir, tmp_path, capsys,
+                                                          monkeypatch):
+    def no_compiling(*args):
+        raise AssertionError("compiled although --out is a file")
+    monkeypatch.setattr(train, "compile_run", no_compiling)
+    (tmp_path / "notes.txt").write_text("a file")
+    code, err = error_of(capsys, ["--data-dir", mnist_dir, "--out", str(tmp_path / "notes.txt")]
+                         + SMALL)
+    assert code == 1 and err == "convae-train: error: --out {}: not a directory".format(
+        tmp_path / "notes.txt")
+    assert (tmp_path / "notes.txt").read_text() == "a file"
+
+
 def test_ctrl_c_in_the_final_test_evaluation_says_so(mnist_dir, tmp_path, capsys, monkeypatch):
     real_mean_loss = train.mean_loss
 

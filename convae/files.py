@@ -8,6 +8,7 @@ Every file is written to a temporary name beside it (``.tmp-*``) and renamed
 into place, so a reader sees the old content or the new, never half of it;
 files that belong together are all written before any is renamed.
 """
+import fcntl
 import glob
 import io
 import os
@@ -83,8 +84,25 @@ def write_atomically(path, write, mode="wb"):
     write_files_atomically([(path, write, mode)])
 
 
+def lock_directory(directory):
+    """An open descriptor holding an exclusive ``flock`` on ``directory``.
+
+    Close it to release the lock; a process that dies releases it too, so a
+    killed run leaves no stale lock behind (and no lock file: the directory
+    itself is locked). BlockingIOError if another process holds it.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 def remove_temporaries(directory):
-    """Delete the temporary files an interrupted write left in ``directory``."""
+    """Delete the temporary files an interrupted write left in ``directory``
+    (hold its lock: a running writer's files look the same)."""
     for path in glob.glob(os.path.join(glob.escape(directory), TEMPORARY_PREFIX + "*")):
         os.remove(path)
 

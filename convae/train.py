@@ -428,6 +428,7 @@ def main(argv=None):
     args = parse_args(argv)
     convae.runtime.enable()
     stage = "before training started"
+    lock = None
     try:
         path = os.path.join(args.out, "checkpoint.npz")
         if args.resume:
@@ -444,6 +445,11 @@ def main(argv=None):
             saved, notes = None, []
             settings, epochs = new_settings(args), args.epochs or DEFAULT_EPOCHS
         cli.writable_directory(args.out, "--out")
+        try:
+            lock = files.lock_directory(args.out)
+        except BlockingIOError:
+            raise TrainingError("--out {}: another convae-train is running there; let it "
+                                "finish, or choose another --out".format(args.out))
         files.remove_temporaries(args.out)
         X_train, X_val, X_test = prepare_data(settings, args.data_dir)
         print("Compiling the network (Theano caches this after the first run)...",
@@ -482,6 +488,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("convae-train: interrupted " + stage, file=sys.stderr)
         return 130
+    finally:
+        if lock is not None:
+            os.close(lock)
 
 
 if __name__ == "__main__":

@@ -356,6 +356,29 @@ def test_an_out_that_is_a_file_is_refused_before_compiling(mnist_dir, tmp_path, 
     assert (tmp_path / "notes.txt").read_text() == "a file"
 
 
+def test_a_second_run_in_the_same_out_is_refused_while_the_first_runs(mnist_dir, tmp_path,
+                                                                      capsys):
+    from convae import files
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".tmp-writing").write_bytes(b"the first run's checkpoint, half written")
+    refused = ("convae-train: error: --out {}: another convae-train is running there; let "
+               "it finish, or choose another --out".format(out))
+    for resume in ([], ["--resume"]):
+        first = files.lock_directory(str(out))  # as a running first run holds it
+        try:
+            code, err = error_of(capsys, ["--data-dir", mnist_dir, "--out", str(out)]
+                                 + SMALL + resume)
+            assert (code, err) == (1, refused)
+            assert (out / ".tmp-writing").exists()  # the first run's files left alone
+        finally:
+            os.close(first)
+        # Released (as when the first run ends, or is killed): the next run goes.
+        assert run_small(mnist_dir, out, "--epochs", str(1 + len(resume)), *resume) == 0
+        assert not (out / ".tmp-writing").exists()
+        (out / ".tmp-writing").write_bytes(b"half written")
+
+
 def test_ctrl_c_in_the_final_test_evaluation_says_so(mnist_dir, tmp_path, capsys, monkeypatch):
     real_mean_loss = train.mean_loss
 

@@ -9,7 +9,8 @@ computes the same three correlations two ways:
 * where the filters (forward, gradient for the weights) or the input channels
   (gradient for the inputs) come in multiples of 32 and the CPU has AVX-512F,
   or in multiples of 16 and it has AVX2 and FMA (checked at run time), with
-  direct kernels (``c_code/corr_avx512.c``, ``c_code/corr_avx2.c``): the sums
+  direct kernels (``c_code/corr_simd.c``, for either width with the
+  vocabulary of ``c_code/corr_avx512.c`` or ``c_code/corr_avx2.c``): the sums
   for 32 channels of 8 pixels (AVX-512) or 16 channels of 6 pixels (AVX2;
   for short sums, such as the first layer's 25 products, 8 filters of 8
   pixels) stay in vector registers, fed straight from the images with no
@@ -19,8 +20,7 @@ computes the same three correlations two ways:
   with one), where the top's rows are 16 pixels or wider and the filters
   5x5 or 3x3: the sums for 32 top pixels of up to 13 filter taps (AVX-512)
   or 16 top pixels of 5 taps (AVX2) in registers, added into the image tap
-  by tap afterwards (``convae_avx512_grad_inputs_scatter``,
-  ``convae_avx2_grad_inputs_scatter``);
+  by tap afterwards (``convae_grad_inputs_scatter`` in ``corr_simd.c``);
 * otherwise by unrolling a cache-sized chunk of images side by side for one
   larger BLAS product.
 
@@ -72,7 +72,7 @@ class BatchedCorr(BlasFloat32Op):
     """
 
     __props__ = ("direction", "kernel")
-    c_files = ("blas.h", "corr_avx2.c", "corr_avx512.c", "corr.c")
+    c_files = ("blas.h", "corr_avx2.c", "corr_simd.c", "corr_avx512.c", "corr_simd.c", "corr.c")
 
     def __init__(self, direction, kernel="auto", openmp=None):
         if direction not in DIRECTIONS:

@@ -1,10 +1,10 @@
 /* BatchedCorr (see convae/runtime/corr.py): the three valid, stride-1 float32
-   correlations of CorrMM, by the direct kernels of corr_avx512.c or
-   corr_avx2.c where the CPU and the shapes allow, else by one BLAS product
+   correlations of CorrMM, by the direct kernels (AVX-512 or AVX2) where the
+   CPU and the shapes allow, else by one BLAS product
    per cache-sized chunk of images. Shapes: bottom (N, C, H, W), weights (F,
    C, kh, kw), top (N, F, oh, ow) with oh = H - kh + 1, ow = W - kw + 1,
-   P = oh * ow, K = C * kh * kw. Needs convae_ops.h, blas.h, corr_avx2.c and
-   corr_avx512.c. */
+   P = oh * ow, K = C * kh * kw. Needs convae_ops.h, blas.h, and the direct
+   kernels: corr_avx2.c and corr_avx512.c, each followed by corr_simd.c. */
 
 #include <time.h>
 
@@ -96,8 +96,8 @@ static inline int convae_channel_block(int wide)
 
 /* The gradient for the inputs where its channels do not come in the
    kernel's blocks (convae_channel_block; the post's last layer has one):
-   the scatter kernels, convae_avx512_grad_inputs_scatter and
-   convae_avx2_grad_inputs_scatter, for rows of at least 16 top pixels and
+   the scatter kernels, convae_grad_inputs_scatter_avx512 and
+   convae_grad_inputs_scatter_avx2, for rows of at least 16 top pixels and
    the filter sizes they are built for, 5x5 and 3x3. */
 static int convae_grad_inputs_scatter_fits(int block, int C, int W, int kh, int kw)
 {
@@ -206,26 +206,26 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
             if (scratch && tmp == NULL) {
                 failed = 1;
             } else if (direction == CONVAE_FORWARD) {
-                (by_rows ? convae_avx512_forward_rows
-                 : wide ? convae_avx512_forward
-                      : K < 64 && P % 8 == 0 ? convae_avx2_forward_short
-                      : convae_avx2_forward)(
+                (by_rows ? convae_forward_rows_avx512
+                 : wide ? convae_forward_avx512
+                      : K < 64 && P % 8 == 0 ? convae_forward_short_avx2
+                      : convae_forward_avx2)(
                     a + (long)step * C * H * W, w, kofs, out + (long)step * F * P,
                     C, H, W, F, kh, kw);
             } else if (direction == CONVAE_GRAD_INPUTS && scatter) {
-                (wide ? (kh == 5 ? convae_avx512_grad_inputs_scatter<5, 5>
-                                 : convae_avx512_grad_inputs_scatter<3, 3>)
-                      : (kh == 5 ? convae_avx2_grad_inputs_scatter<5, 5>
-                                 : convae_avx2_grad_inputs_scatter<3, 3>))(
+                (wide ? (kh == 5 ? convae_grad_inputs_scatter_avx512<5, 5>
+                                 : convae_grad_inputs_scatter_avx512<3, 3>)
+                      : (kh == 5 ? convae_grad_inputs_scatter_avx2<5, 5>
+                                 : convae_grad_inputs_scatter_avx2<3, 3>))(
                     b + (long)step * F * P, w, out + (long)step * C * H * W, tmp,
                     C, H, W, F);
             } else if (direction == CONVAE_GRAD_INPUTS) {
-                (wide ? convae_avx512_grad_inputs : convae_avx2_grad_inputs)(
+                (wide ? convae_grad_inputs_avx512 : convae_grad_inputs_avx2)(
                     b + (long)step * F * P, w, out + (long)step * C * H * W,
                     tmp, C, H, W, F, kh, kw);
             } else if (by_rows) {  /* the weight gradient */
                 const int n0 = step * nb, m = N - n0 < nb ? N - n0 : nb;
-                (wide ? convae_avx512_grad_weights_rows : convae_avx2_grad_weights_rows)(
+                (wide ? convae_grad_weights_rows_avx512 : convae_grad_weights_rows_avx2)(
                                                 a + (long)n0 * C * H * W,
                                                 b + (long)n0 * F * P, kofs,
                                                 w + (long)convae_thread_num() * K * F,
@@ -236,7 +236,7 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
                     for (int f = 0; f < F; f++)
                         for (int p = 0; p < P; p++)
                             tmp[((long)n * P + p) * F + f] = b[((long)(n0 + n) * F + f) * P + p];
-                (wide ? convae_avx512_grad_weights : convae_avx2_grad_weights)(
+                (wide ? convae_grad_weights_avx512 : convae_grad_weights_avx2)(
                     a + (long)n0 * C * H * W, tmp, kofs,
                     w + (long)convae_thread_num() * K * F, m, C, H, W, F, kh, kw);
             }

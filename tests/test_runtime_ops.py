@@ -313,23 +313,41 @@ def test_auto_measures_each_kernel_that_fits_once_and_keeps_the_choice(kernel_st
     assert entry["kernel"] == kernel_choice.pick(seconds, fitting[0])
     assert KERNELS_RUN["forward C=32 F=32 12x13 filter 5x5"] == entry["kernel"]
 
+    assert entry["version"] == kernel_choice.kernels_version()
+
+    def keep(entry):
+        kept[key] = entry
+        kernel_store.write_text(json.dumps({kernel_choice.cpu_key(): kept}))
+        kernel_choice._kept = None
+
+    def measured_afresh():
+        KERNELS_RUN.clear()
+        compiled(BatchedCorr("forward"), bottom, weights)
+        now = json.loads(kernel_store.read_text())[kernel_choice.cpu_key()][key]
+        return (sorted(now["ms"]) == sorted(fitting) and now["ms"] != made_up
+                and now["version"] == kernel_choice.kernels_version()
+                and KERNELS_RUN["forward C=32 F=32 12x13 filter 5x5"] == now["kernel"])
+
     # A kept choice is run as it is, without measuring again.
     other = next(kernel for kernel in fitting if kernel != entry["kernel"])
-    kept[key] = {"kernel": other, "ms": {}}
-    kernel_store.write_text(json.dumps({kernel_choice.cpu_key(): kept}))
-    kernel_choice._kept = None
+    made_up = {kernel: 1.0 + i for i, kernel in enumerate(fitting)}
+    keep({"kernel": other, "ms": made_up, "version": kernel_choice.kernels_version()})
     np.testing.assert_allclose(compiled(BatchedCorr("forward"), bottom, weights), expected,
                                rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     assert KERNELS_RUN["forward C=32 F=32 12x13 filter 5x5"] == other
-    assert json.loads(kernel_store.read_text())[kernel_choice.cpu_key()][key]["ms"] == {}
+    assert json.loads(kernel_store.read_text())[kernel_choice.cpu_key()][key]["ms"] == made_up
 
-    # A kept name of no kernel that can run here is measured afresh.
-    kept[key] = {"kernel": "avx1024", "ms": {}}
-    kernel_store.write_text(json.dumps({kernel_choice.cpu_key(): kept}))
-    kernel_choice._kept = None
-    compiled(BatchedCorr("forward"), bottom, weights)
-    assert sorted(json.loads(kernel_store.read_text())[kernel_choice.cpu_key()][key]["ms"]) \
-        == sorted(fitting)
+    # Measured afresh: a kept name of no kernel that can run here; a choice made
+    # among other kernels (one added since, as a newer convae may); a choice
+    # measured with other C (an older convae's kernels).
+    keep({"kernel": "avx1024", "ms": made_up, "version": kernel_choice.kernels_version()})
+    assert measured_afresh()
+    keep({"kernel": other, "ms": {other: 1.0}, "version": kernel_choice.kernels_version()})
+    assert measured_afresh()
+    keep({"kernel": other, "ms": made_up, "version": "older C"})
+    assert measured_afresh()
+    keep({"kernel": other, "ms": made_up})
+    assert measured_afresh()
 
 
 def test_a_damaged_or_unwritable_store_is_measured_afresh(kernel_store, monkeypatch):

@@ -8,8 +8,10 @@ inputs (best of three rounds, round robin), and hands the times to
 ``remember``, which keeps the fastest in ``convae_kernels.json`` in Theano's
 compile directory, under this CPU and the correlation's shape and thread
 count. From then on that machine runs the same kernels, and so the same
-arithmetic, in every process, without measuring again; ``theano-cache
-purge`` (or deleting the file) measures afresh.
+arithmetic, in every process, without measuring again, for as long as the
+same kernels can run that correlation and their C is the same: a choice
+made among other kernels, or with other code (an older convae), is measured
+afresh. ``theano-cache purge`` (or deleting the file) measures afresh too.
 
 A choice learnt on one CPU holds on CPUs no one here has seen, where the
 rule auto otherwise follows (the widest vectors the CPU has) may not pick
@@ -67,11 +69,25 @@ def kept_choices():
     return choices if isinstance(choices, dict) else {}
 
 
-def chosen(correlation):
+@functools.lru_cache(maxsize=None)
+def kernels_version():
+    """A short hash of BatchedCorr's C, kept with each choice."""
+    from convae.runtime.corr import BatchedCorr
+    return hashlib.sha256(BatchedCorr("forward").c_support_code().encode()).hexdigest()[:12]
+
+
+def chosen(correlation, candidates):
     """The kernel kept for ``correlation`` (e.g. 'forward N=128 C=32 F=32 12x12 filter
-    5x5 threads=2') on this CPU, or None."""
+    5x5 threads=2') on this CPU, or None: None too where it was chosen among other
+    kernels than ``candidates`` (the names of those that can run it now, comma
+    separated: 'avx512,avx2,blas') or measured with other C."""
     entry = kept_choices().get(correlation)
-    return entry.get("kernel") if isinstance(entry, dict) else None
+    if not isinstance(entry, dict) or entry.get("version") != kernels_version():
+        return None
+    measured = entry.get("ms")
+    if not isinstance(measured, dict) or sorted(measured) != sorted(candidates.split(",")):
+        return None
+    return entry.get("kernel")
 
 
 def pick(seconds, default):
@@ -85,7 +101,8 @@ def remember(correlation, seconds, default):
     its name. Best effort: a file that cannot be written keeps the choice in memory."""
     global _kept
     kernel = pick(seconds, default)
-    entry = {"kernel": kernel, "ms": {name: round(t * 1e3, 4) for name, t in seconds.items()}}
+    entry = {"kernel": kernel, "ms": {name: round(t * 1e3, 4) for name, t in seconds.items()},
+             "version": kernels_version()}
     kept, cpu = _read(), cpu_key()  # with what other processes kept meanwhile
     if not isinstance(kept.get(cpu), dict):
         kept[cpu] = {}

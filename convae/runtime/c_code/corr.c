@@ -411,7 +411,8 @@ static double convae_seconds(void)
 
 /* The kernel CONVAE_AUTO runs (see convae/runtime/kernel_choice.py): the
    only one that fits, or the one kept for this CPU, correlation and thread
-   count, or else each that fits timed on these inputs and the choice kept.
+   count (chosen among the same kernels, with the same C), or else each that
+   fits timed on these inputs and the choice kept.
    Python trouble (no module, an unwritable file) falls back to the rule's
    pick, fitting[0]. Sets *kernel; returns 0, or -1 with a Python error set
    (no memory for a timed run). */
@@ -432,7 +433,14 @@ static int convae_auto_kernel(convae_direction direction, const float* a, const 
     PyObject* key = PyUnicode_FromFormat("%s N=%d C=%d F=%d %dx%d filter %dx%d threads=%d",
                                          convae_direction_names[direction], (int)s[0],
                                          C, F, H, W, kh, kw, convae_max_threads());
-    PyObject* name = key ? PyObject_CallMethod(module, "chosen", "O", key) : NULL;
+    char candidates[32] = "";  /* "avx512,avx2,blas" at the most */
+    for (int k = 0; k < n; k++) {
+        if (k)
+            strcat(candidates, ",");
+        strcat(candidates, convae_kernel_names[fitting[k]]);
+    }
+    PyObject* name = key ? PyObject_CallMethod(module, "chosen", "Os", key, candidates)
+                         : NULL;
     PyObject* seconds = NULL;
     int status = 0;
     if (name && !convae_kernel_named(name, fitting, n, kernel)) {

@@ -10,7 +10,7 @@ parameters in ``OUT/model.npz`` (plain ``np.load`` +
 ``lasagne.layers.set_all_param_values``) and everything needed to resume in
 ``OUT/checkpoint.npz``. The three are written together (all or none of
 them), atomically; a NaN or infinite loss stops training without touching
-the last good checkpoint; Ctrl-C saves where it is and exits, and
+the last good checkpoint; Ctrl-C (or SIGTERM) saves where it is and exits, and
 ``--resume`` continues exactly from there, with the same settings (a new
 ``--epochs`` or ``--lr`` applies from there on; any other change is refused).
 """
@@ -462,18 +462,21 @@ def main(argv=None):
             print("Resuming at epoch {}, batch {}".format(run.epoch + 1, run.batch + 1))
             for note in notes:
                 print(note)
-        interrupted = []
-        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(1))
+        # Ctrl-C, or the SIGTERM a batch scheduler sends before it kills a job:
+        # the state at the current batch is saved first.
+        stops = []
+        previous = {number: signal.signal(number, lambda number, _: stops.append(number))
+                    for number in (signal.SIGINT, signal.SIGTERM)}
         try:
             stage = "while training"
-            finished = run.train(X_train, X_val, epochs,
-                                 stop_requested=lambda: bool(interrupted))
+            finished = run.train(X_train, X_val, epochs, stop_requested=lambda: bool(stops))
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
         if not finished:
             print("Interrupted: state saved in {}; continue with --resume".format(
                 args.out))
-            return 130
+            return 128 + stops[0]  # the shell's code for that signal: 130, 143
         stage = ("during the final test evaluation; training is complete and saved "
                  "in {} (--resume evaluates again)".format(args.out))
         test_err = mean_loss(run.compiled.val_fn, X_test)

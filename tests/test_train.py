@@ -191,8 +191,10 @@ def test_too_few_images_for_one_batch(mnist_dir, tmp_path, capsys):
     assert code == 1 and "do not fill one batch" in err
 
 
-def test_ctrl_c_saves_and_resume_finishes(mnist_dir, tmp_path):
-    """The real command, interrupted by SIGINT mid-run, then resumed."""
+@pytest.mark.parametrize("stop,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_saves_and_resume_finishes(mnist_dir, tmp_path, stop, code):
+    """The real command, stopped by Ctrl-C (SIGINT) or a scheduler's SIGTERM
+    mid-run, then resumed."""
     command = [sys.executable, "-m", "convae.train", "--data-dir", mnist_dir,
                "--out", str(tmp_path), "--epochs", "3", "--limit-train", "3000",
                "--limit-val", "200", "--batch-size", "50"]
@@ -205,9 +207,9 @@ def test_ctrl_c_saves_and_resume_finishes(mnist_dir, tmp_path):
     deadline = time.time() + 300
     while not os.path.exists(tmp_path / "checkpoint.npz") and time.time() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "continue with --resume" in out and "Traceback" not in err
     done = subprocess.run(command + ["--resume"], cwd=REPO, capture_output=True,
                           text=True, timeout=600)

@@ -459,7 +459,11 @@ def main(argv=None):
             run.restore(saved)
             run.epochs = epochs
             run.save()  # --out describes the resume point again, whatever was cut off
-            print("Resuming at epoch {}, batch {}".format(run.epoch + 1, run.batch + 1))
+            if run.epoch >= epochs:  # a finished run: only the test set is left
+                print("Training was done ({} of {} epochs); evaluating on the test set "
+                      "again".format(run.epoch, epochs))
+            else:
+                print("Resuming at epoch {}, batch {}".format(run.epoch + 1, run.batch + 1))
             for note in notes:
                 print(note)
         # Ctrl-C, or the SIGTERM a batch scheduler sends before it kills a job:

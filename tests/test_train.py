@@ -404,6 +404,20 @@ def test_leftover_temporary_files_are_removed(mnist_dir, tmp_path):
         "checkpoint.npz", "metrics.jsonl", "model.npz", "test.json"]
 
 
+def test_resuming_a_finished_run_says_so_and_evaluates_again(mnist_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_small(mnist_dir, out, "--epochs", "1") == 0
+    first = capsys.readouterr().out
+    test_line = [line for line in first.splitlines() if line.startswith("Final test MSE")]
+    params = (out / "model.npz").read_bytes()
+    assert run_small(mnist_dir, out, "--resume") == 0
+    again = capsys.readouterr().out
+    assert "Training was done (1 of 1 epochs); evaluating on the test set again" in again
+    assert "Resuming at epoch" not in again and "Epoch " not in again
+    assert [line for line in again.splitlines() if line.startswith("Final test MSE")] == test_line
+    assert (out / "model.npz").read_bytes() == params
+
+
 def test_a_checkpoint_given_as_weights_says_which_file_to_give(mnist_dir, tmp_path, capsys):
     from convae import export
     out = tmp_path / "run"

@@ -395,9 +395,17 @@ def resumed_settings(saved, args):
 
 
 def resumed_epochs(saved, args):
-    """The epochs a resumed run trains to, and a line if --epochs changed them."""
+    """The epochs a resumed run trains to, and a line if --epochs changed them.
+
+    TrainingError for an --epochs below the epochs the run has begun: it
+    cannot go back, and cutting an epoch short would leave metrics for none.
+    """
     if args.epochs is None:
         return (saved.epochs if saved.epochs > 0 else DEFAULT_EPOCHS), []
+    begun = saved.epoch + (1 if saved.batch > 0 else 0)
+    if args.epochs < begun:
+        raise TrainingError("--resume: --epochs {} is fewer than the {} epochs the run has "
+                            "begun; give {} or more".format(args.epochs, begun, begun))
     if args.epochs == saved.epochs:
         return args.epochs, []
     had = "the run had {}".format(saved.epochs) if saved.epochs > 0 else "not recorded"

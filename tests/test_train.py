@@ -416,6 +416,15 @@ def test_resuming_a_finished_run_says_so_and_evaluates_again(mnist_dir, tmp_path
     assert "Resuming at epoch" not in again and "Epoch " not in again
     assert [line for line in again.splitlines() if line.startswith("Final test MSE")] == test_line
     assert (out / "model.npz").read_bytes() == params
+    # It cannot be taken back to fewer epochs than it has.
+    assert run_small(mnist_dir, out, "--resume", "--epochs", "2") == 0
+    capsys.readouterr()
+    before = snapshot(out)
+    assert run_small(mnist_dir, out, "--resume", "--epochs", "1") == 1
+    assert capsys.readouterr().err.strip() == (
+        "convae-train: error: --resume: --epochs 1 is fewer than the 2 epochs the run has "
+        "begun; give 2 or more")
+    assert snapshot(out) == before
 
 
 def test_a_checkpoint_given_as_weights_says_which_file_to_give(mnist_dir, tmp_path, capsys):

@@ -71,9 +71,9 @@ def kept_choices():
 
 @functools.lru_cache(maxsize=None)
 def kernels_version():
-    """A short hash of BatchedCorr's C, kept with each choice."""
+    """A short hash of BatchedCorr's C (its module-cache version), kept with each choice."""
     from convae.runtime.corr import BatchedCorr
-    return hashlib.sha256(BatchedCorr("forward").c_support_code().encode()).hexdigest()[:12]
+    return BatchedCorr("forward", "auto").c_code_cache_version()[0][:12]
 
 
 def chosen(correlation, candidates):

@@ -73,16 +73,21 @@ def weights_path(path):
 
 
 def _directory_problem(directory):
-    """Why no file can be written in ``directory`` (made if missing), or None.
+    """Why no file could be written in ``directory``, or None; makes nothing.
 
-    Tries it, as root may not be stopped by permission bits while a read-only
-    file system stops everyone.
+    A missing directory is judged by the nearest directory above it that
+    exists, where it would be made. Tries writing a file there, as root may
+    not be stopped by permission bits while a read-only file system stops
+    everyone.
     """
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        return "not a directory"
+    existing = os.path.abspath(directory)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return "not a directory" if existing == os.path.abspath(directory) else \
+            "{} is not a directory".format(existing)
     try:
-        os.makedirs(directory, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=directory)
+        fd, probe = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=existing)
         os.close(fd)
         os.remove(probe)
     except OSError as e:
@@ -91,10 +96,8 @@ def _directory_problem(directory):
 
 
 def writable_directory(directory, flag):
-    """Create ``directory`` if needed and make sure a file can be written in it.
-
-    PathError, naming the flag, if not.
-    """
+    """Make sure a file can be written in ``directory`` (made by whatever
+    writes there, if missing): PathError, naming the flag, if not."""
     problem = _directory_problem(directory)
     if problem:
         raise PathError("{} {}: {}".format(flag, directory, problem))
@@ -102,7 +105,8 @@ def writable_directory(directory, flag):
 
 
 def writable_path(path):
-    """Create path's directory if needed; PathError if ``path`` cannot be written."""
+    """``path``, or PathError if it could not be written (its directory is
+    made by whatever writes it, if missing)."""
     if os.path.isdir(path):
         raise PathError("cannot write {}: it is a directory".format(path))
     directory = os.path.dirname(os.path.abspath(path))

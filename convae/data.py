@@ -28,7 +28,7 @@ import zlib
 import numpy as np
 from tqdm import tqdm
 
-from convae.files import plain_file_mode
+from convae.files import make_directories, plain_file_mode, remove_empty
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -183,7 +183,7 @@ def download(dataset, name, directory, mirrors=None, timeout=60):
     raises DataError naming every mirror's failure if none succeeds.
     """
     try:
-        os.makedirs(directory, exist_ok=True)
+        made = make_directories(directory)
     except OSError as e:
         raise DataError("cannot make the data directory {} for {} ({})".format(
             directory, name, e.strerror or e))
@@ -217,6 +217,7 @@ def download(dataset, name, directory, mirrors=None, timeout=60):
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
+    remove_empty(made)  # no empty data directory left behind by a failed download
     raise DataError("could not download {}: {}".format(name, "; ".join(failures)))
 
 

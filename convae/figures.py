@@ -170,8 +170,6 @@ def save_figure(fig, path):
     """Write fig to path atomically, in the format of its extension (see
     ``figure_format``); creates the directory if needed."""
     kind = figure_format(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     write_atomically(path, lambda f: fig.savefig(f, format=kind))
 
 

@@ -51,15 +51,18 @@ def write_files_atomically(writers):
     writers: (path, write, mode) triples; ``write(f)`` fills a temporary file
     beside ``path`` opened with ``mode`` ('wb' or 'w'). Only once every
     temporary file is written and flushed to disk are they renamed into place,
-    in the given order. On any error the temporary files are removed, the old
-    files stay as they were, and an OSError naming the file is raised. The
-    files get plain permissions (0666 less the umask), not mkstemp's 0600.
+    in the given order. Missing directories are made. On any error the
+    temporary files and the directories made are removed, the old files stay
+    as they were, and an OSError naming the file is raised. The files get
+    plain permissions (0666 less the umask), not mkstemp's 0600.
     """
     mode_bits = plain_file_mode()
-    pending = []
+    pending, made = [], []
+    done = False
     try:
         for path, write, mode in writers:
             directory = os.path.dirname(os.path.abspath(path))
+            made += make_directories(directory)
             fd, tmp = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=directory)
             pending.append((tmp, path))
             try:
@@ -73,10 +76,35 @@ def write_files_atomically(writers):
                 raise (OSError(e.errno, message) if e.errno else OSError(message)) from e
         for tmp, path in pending:
             os.replace(tmp, path)
+        done = True
     finally:
         for tmp, _ in pending:
             if os.path.exists(tmp):
                 os.remove(tmp)
+        if not done:
+            remove_empty(made)
+
+
+def make_directories(directory):
+    """Make ``directory`` and any missing above it; returns those it made,
+    deepest first (none if it existed). OSError if one cannot be made."""
+    missing = []
+    path = os.path.abspath(directory)
+    while not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    return missing
+
+
+def remove_empty(directories):
+    """Remove each of ``directories`` (deepest first, as make_directories
+    gives them) while it is empty: what a failed command made and left so."""
+    for directory in directories:
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return
 
 
 def write_atomically(path, write, mode="wb"):

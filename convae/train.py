@@ -436,7 +436,7 @@ def main(argv=None):
     args = parse_args(argv)
     convae.runtime.enable()
     stage = "before training started"
-    lock = None
+    lock, made = None, []
     try:
         path = os.path.join(args.out, "checkpoint.npz")
         if args.resume:
@@ -453,13 +453,14 @@ def main(argv=None):
             saved, notes = None, []
             settings, epochs = new_settings(args), args.epochs or DEFAULT_EPOCHS
         cli.writable_directory(args.out, "--out")
+        X_train, X_val, X_test = prepare_data(settings, args.data_dir)
+        made = files.make_directories(args.out)  # removed again if left empty
         try:
             lock = files.lock_directory(args.out)
         except BlockingIOError:
             raise TrainingError("--out {}: another convae-train is running there; let it "
                                 "finish, or choose another --out".format(args.out))
         files.remove_temporaries(args.out)
-        X_train, X_val, X_test = prepare_data(settings, args.data_dir)
         print("Compiling the network (Theano caches this after the first run)...",
               flush=True)
         run = Run(settings, args.out, progress=None)
@@ -506,6 +507,7 @@ def main(argv=None):
     finally:
         if lock is not None:
             os.close(lock)
+        files.remove_empty(made)
 
 
 if __name__ == "__main__":

@@ -157,6 +157,13 @@ def test_bad_mirror_alone_leaves_nothing(mirror, tmp_path, bad):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_failed_download_leaves_no_directory_it_made(mirror, tmp_path):
+    directory = tmp_path / "data" / "mnist"
+    with pytest.raises(data.DataError, match="could not download"):
+        data.download("mnist", TEST_LABELS, str(directory), [mirror + "404/"])
+    assert os.listdir(tmp_path) == []
+
+
 def test_bad_mirrors_then_a_good_one(mirror, tmp_path):
     mirrors = [mirror + kind + "/" for kind in ("403", "404", "drop", "corrupt", "good")]
     path = data.download("mnist", TEST_LABELS, str(tmp_path), mirrors)

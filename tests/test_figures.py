@@ -162,9 +162,10 @@ def test_reconstruct_refuses_foreign_weights_and_unwritable_output(mnist_dir, tm
     foreign = tmp_path / "foreign.npz"
     np.savez(foreign, np.zeros((3, 3)))
     code = reconstruct.main(["--data-dir", mnist_dir, "--weights", str(foreign),
-                             "--out", str(tmp_path / "x.png")])
+                             "--out", str(tmp_path / "figs" / "x.png")])
     err = capsys.readouterr().err.strip()
     assert code == 1 and "another architecture" in err and "\n" not in err
+    assert os.listdir(tmp_path) == ["foreign.npz"]  # figs/ is not made for nothing
     (tmp_path / "file").write_text("not a directory")
     code = reconstruct.main(["--data-dir", mnist_dir, "--out",
                              str(tmp_path / "file" / "x.png")])

@@ -381,6 +381,26 @@ def test_a_second_run_in_the_same_out_is_refused_while_the_first_runs(mnist_dir,
         (out / ".tmp-writing").write_bytes(b"half written")
 
 
+@pytest.mark.parametrize("flag, value, message", [
+    ("--batch-size", "700", "600 training images do not fill one batch of 700")])
+def test_limits_beyond_the_data_are_refused_and_leave_no_out(mnist_dir, tmp_path, capsys,
+                                                            flag, value, message):
+    code, err = error_of(capsys, ["--data-dir", mnist_dir, "--out",
+                                  str(tmp_path / "runs" / "x")] + SMALL + [flag, value])
+    assert (code, err) == (1, "convae-train: error: " + message)
+    assert os.listdir(tmp_path) == []  # neither runs nor runs/x made
+
+
+def test_ctrl_c_while_compiling_leaves_no_out(mnist_dir, tmp_path, capsys, monkeypatch):
+    def interrupted(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train, "compile_run", interrupted)
+    code, err = error_of(capsys, ["--data-dir", mnist_dir, "--out", str(tmp_path / "run")]
+                         + SMALL)
+    assert (code, err) == (130, "convae-train: interrupted before training started")
+    assert os.listdir(tmp_path) == []
+
+
 def test_ctrl_c_in_the_final_test_evaluation_says_so(mnist_dir, tmp_path, capsys, monkeypatch):
     real_mean_loss = train.mean_loss
 

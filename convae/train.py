@@ -419,8 +419,14 @@ def load_checkpoint(path):
 
 
 def prepare_data(settings, data_dir):
-    """Training, validation and test images for ``settings`` (labels dropped)."""
+    """Training, validation and test images for ``settings`` (labels dropped);
+    TrainingError for a limit beyond its split or too few images for a batch."""
     X_train, _, X_val, _, X_test, _ = data.load_dataset(settings.dataset, data_dir)
+    for flag, limit, images, split in (("--limit-train", settings.limit_train, X_train, "training"),
+                                       ("--limit-val", settings.limit_val, X_val, "validation")):
+        if limit and limit > len(images):
+            raise TrainingError("{} {} is more than the {} {} images of {}".format(
+                flag, limit, len(images), split, settings.dataset))
     if settings.limit_train:
         X_train = X_train[:settings.limit_train]
     if settings.limit_val:

@@ -382,6 +382,10 @@ def test_a_second_run_in_the_same_out_is_refused_while_the_first_runs(mnist_dir,
 
 
 @pytest.mark.parametrize("flag, value, message", [
+    ("--limit-train", "50001", "--limit-train 50001 is more than the 50000 training images "
+     "of mnist"),
+    ("--limit-val", "10001", "--limit-val 10001 is more than the 10000 validation images "
+     "of mnist"),
     ("--batch-size", "700", "600 training images do not fill one batch of 700")])
 def test_limits_beyond_the_data_are_refused_and_leave_no_out(mnist_dir, tmp_path, capsys,
                                                             flag, value, message):

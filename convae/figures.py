@@ -20,12 +20,23 @@ from convae.files import write_atomically
 # are bare pixels).
 FORMATS = ("png", "pdf", "svg", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
 
+# The most digit pairs one reconstruction figure shows: 1.1 inches a pair at
+# 100 dpi make 500 pairs 55,000 pixels wide, and matplotlib draws pictures
+# of at most 65,535.
+MAX_PAIRS = 500
+
 # What each line of a metrics.jsonl file holds (among others).
 METRIC_KEYS = frozenset(("epoch", "train_loss", "val_loss"))
 
 
 def pick_indices(labels, indices=None, n=None, seed=0):
-    """Test-set indices to show: given ones, n random ones, or the first of each class."""
+    """Test-set indices to show: given ones, n random ones, or the first of each class.
+
+    ValueError for an index outside the test set, or more than MAX_PAIRS.
+    """
+    if len(indices or ()) > MAX_PAIRS or (n or 0) > MAX_PAIRS:
+        raise ValueError("a figure shows at most {} digits; {} asked for".format(
+            MAX_PAIRS, len(indices) if indices else n))
     if indices is not None:
         bad = [i for i in indices if not 0 <= i < len(labels)]
         if bad:

@@ -17,7 +17,8 @@ import numpy as np
 import convae
 from convae import cli, data
 from convae.codec import Codec
-from convae.figures import figure_format, pick_indices, reconstruction_figure, save_figure
+from convae.figures import (MAX_PAIRS, figure_format, pick_indices, reconstruction_figure,
+                            save_figure)
 
 
 def squared_errors(originals, reconstructions):
@@ -64,7 +65,8 @@ def main(argv=None):
     cli.common_arguments(parser)
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--indices", type=parse_indices, help="test-set indices, e.g. 0,7,42")
-    choice.add_argument("--n", type=cli.positive_int, help="this many random test digits")
+    choice.add_argument("--n", type=cli.positive_int,
+                        help="this many random test digits (at most {})".format(MAX_PAIRS))
     parser.add_argument("--seed", type=cli.seed, default=0, help="seed for --n")
     parser.add_argument("--out", default=os.path.join("figures", "reconstructions.png"),
                         help="the figure; .png, .pdf, .svg, ... as its name ends "

@@ -145,10 +145,20 @@ def test_default_picks_one_of_each_class(digits):
     assert figures.pick_indices(y, n=5, seed=1) == figures.pick_indices(y, n=5, seed=1)
 
 
+def test_the_most_pairs_fit_in_a_picture_matplotlib_can_draw(digits):
+    x, _ = digits
+    fig = figures.reconstruction_figure(x[:3], x[:3])
+    width = fig.get_size_inches()[0] * fig.dpi
+    # Agg, matplotlib's renderer, refuses pictures of 2**16 pixels or more a side.
+    assert figures.MAX_PAIRS * width / 3 < 2 ** 16 <= (figures.MAX_PAIRS + 100) * width / 3
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--indices", "10000"], "out of range"),
     (["--indices", "-1"], "out of range"),
     (["--weights", "/nonexistent/model.npz"], "no weights"),
+    (["--n", "501"], "a figure shows at most 500 digits; 501 asked for"),
+    (["--indices", ",".join(["7"] * 501)], "a figure shows at most 500 digits; 501 asked for"),
 ])
 def test_reconstruct_bad_input(mnist_dir, tmp_path, capsys, argv, message):
     code = reconstruct.main(["--data-dir", mnist_dir, "--out",

@@ -6,7 +6,7 @@ import sys
 import tempfile
 
 from convae import data
-from convae.files import SHIPPED_WEIGHTS, TEMPORARY_PREFIX, ParameterFileError
+from convae.files import SHIPPED_WEIGHTS, TEMPORARY_PREFIX, ParameterFileError, parameter_file
 
 # NumPy's RandomState takes seeds from 0 to 2**32 - 1.
 MAX_SEED = 2 ** 32 - 1
@@ -65,8 +65,7 @@ def weights_path(path):
     """The model.npz for --weights: the shipped one for None, the file itself, or DIR/model.npz."""
     if path is None:
         return SHIPPED_WEIGHTS
-    if os.path.isdir(path):
-        path = os.path.join(path, "model.npz")
+    path = parameter_file(path)
     if not os.path.isfile(path):
         raise ValueError("no weights at {}".format(path))
     return path

@@ -23,6 +23,8 @@ class Codec:
     """
 
     def __init__(self, weights=None):
+        """weights: a parameter file or a run directory holding one (model.npz);
+        None leaves the network untrained (Lasagne's initial values)."""
         self.input_var = T.tensor4("inputs")
         self.network = build_convolutional_autoencoder(self.input_var)
         if weights is not None:

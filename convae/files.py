@@ -25,6 +25,9 @@ SHIPPED_WEIGHTS = os.path.join(WEIGHTS_DIR, "mnist.npz")
 SHIPPED_METRICS = os.path.join(WEIGHTS_DIR, "mnist_metrics.jsonl")
 SHIPPED_DENOISING_WEIGHTS = os.path.join(WEIGHTS_DIR, "mnist_denoising.npz")
 
+# The parameter file convae-train writes into its run directory.
+MODEL_FILE = "model.npz"
+
 TEMPORARY_PREFIX = ".tmp-"
 # How every .npz (a zip file) begins.
 ZIP_MAGIC = b"PK\x03\x04"
@@ -167,12 +170,19 @@ def param_values(network):
     return {"arr_%d" % i: v for i, v in enumerate(values)}
 
 
+def parameter_file(path):
+    """``path``, or the MODEL_FILE in it if it is a run directory."""
+    return os.path.join(path, MODEL_FILE) if os.path.isdir(path) else path
+
+
 def load_params(path, network):
-    """Load ``arr_0 .. arr_n`` from ``path`` into ``network``.
+    """Load ``arr_0 .. arr_n`` from ``path`` (a parameter file, or a run
+    directory holding one) into ``network``.
 
     Raises ParameterFileError if the file is missing, unreadable or holds
     parameters of another architecture.
     """
+    path = parameter_file(path)
     try:
         saved = read_npz(path)
         values = [saved["arr_%d" % i] for i in range(len(saved))]

@@ -207,7 +207,7 @@ class Run:
         lines = "".join(json.dumps(m) + "\n" for m in self.metrics)
         files.write_files_atomically([
             (self.path("checkpoint.npz"), lambda f: f.write(state), "wb"),
-            (self.path("model.npz"), lambda f: f.write(params), "wb"),
+            (self.path(files.MODEL_FILE), lambda f: f.write(params), "wb"),
             (self.path("metrics.jsonl"), lambda f: f.write(lines), "w")])
 
     def restore(self, saved):

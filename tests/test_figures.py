@@ -89,6 +89,15 @@ def test_codec_takes_float_batches_of_the_network_s_shapes(codec, digits):
     assert codec.decode(np.zeros((0, 256), np.float32)).shape == (0, 1, 28, 28)
 
 
+def test_codec_loads_a_run_directory_as_the_commands_do(codec, digits, tmp_path):
+    from convae import files
+    (tmp_path / "run").mkdir()
+    np.savez(tmp_path / "run" / "model.npz", **files.param_values(codec.network))
+    x = digits[0][:3]
+    np.testing.assert_array_equal(Codec(str(tmp_path / "run")).reconstruct(x),
+                                  codec.reconstruct(x))
+
+
 @pytest.mark.parametrize("call,values,message", [
     ("reconstruct", np.zeros((2, 28, 28), np.float32), "shape (N, 1, 28, 28), got shape (2, 28, 28)"),
     ("encode", np.zeros((2, 3, 28, 28), np.float32), "got shape (2, 3, 28, 28)"),

@@ -27,6 +27,28 @@ static const char* const convae_direction_names[] = {"forward", "grad_inputs", "
    kernel walks it once for every six filter taps. */
 #define CONVAE_DIRECT_CHUNK_BYTES (256L << 10)
 
+/* Images in chunks of at most nb for `threads` threads: each thread's steps
+   (steps / threads of them, in a row, as OpenMP's static schedule deals
+   them) cover its own share of the N images, the shares differing by one at
+   most. Cutting all N into chunks in turn instead left one thread 72 of 128
+   images and the other 56 where nb was 9. */
+static int convae_chunk_steps(int N, int nb, int threads)
+{
+    const int share = (N + threads - 1) / threads;
+    return threads * ((share + nb - 1) / nb);
+}
+
+/* Step `step`'s chunk (see convae_chunk_steps): sets *n0 to its first image
+   and returns how many images it has (0 for a step with none left). */
+static int convae_chunk(int step, int N, int nb, int threads, int* n0)
+{
+    const int steps_each = convae_chunk_steps(N, nb, threads) / threads;
+    const int t = step / steps_each;
+    const int end = (int)((long)(t + 1) * N / threads);
+    *n0 = (int)((long)t * N / threads) + (step % steps_each) * nb;
+    return end - *n0 < nb ? (end - *n0 > 0 ? end - *n0 : 0) : nb;
+}
+
 /* Unroll images [0, nb) of x (nb, C, H, W) into col (C*kh*kw, nb*P): row
    (c, i, j), column (n, y, x) holds x[n, c, y+i, x+j]. */
 static void convae_im2col(const float* x, int nb, int C, int H, int W,
@@ -185,7 +207,7 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
                 }
     int nb = (int)(CONVAE_DIRECT_CHUNK_BYTES / (((long)C * H * W + (long)P * F) * sizeof(float)));
     nb = nb < 1 ? 1 : nb;
-    const int steps = direction == CONVAE_GRAD_WEIGHTS ? (N + nb - 1) / nb : N;
+    const int steps = direction == CONVAE_GRAD_WEIGHTS ? convae_chunk_steps(N, nb, threads) : N;
     /* Wide output rows: the weight gradient (with AVX2 or AVX-512) and the
        AVX-512 forward correlation take pixels in vectors, reading the images
        in place. */
@@ -224,14 +246,20 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
                     b + (long)step * F * P, w, out + (long)step * C * H * W,
                     tmp, C, H, W, F, kh, kw);
             } else if (by_rows) {  /* the weight gradient */
-                const int n0 = step * nb, m = N - n0 < nb ? N - n0 : nb;
+                int n0;
+                const int m = convae_chunk(step, N, nb, threads, &n0);
+                if (m == 0)
+                    continue;
                 (wide ? convae_grad_weights_rows_avx512 : convae_grad_weights_rows_avx2)(
                                                 a + (long)n0 * C * H * W,
                                                 b + (long)n0 * F * P, kofs,
                                                 w + (long)convae_thread_num() * K * F,
                                                 m, C, H, W, F, kh, kw);
             } else {
-                const int n0 = step * nb, m = N - n0 < nb ? N - n0 : nb;
+                int n0;
+                const int m = convae_chunk(step, N, nb, threads, &n0);
+                if (m == 0)
+                    continue;
                 for (int n = 0; n < m; n++)
                     for (int f = 0; f < F; f++)
                         for (int p = 0; p < P; p++)
@@ -274,7 +302,7 @@ static int convae_corr_blas(convae_direction direction, const float* a,
     if (nb < 1) nb = 1;
     if (nb > (N + threads - 1) / threads) nb = (N + threads - 1) / threads;
     if (nb < 1) nb = 1;
-    const int chunks = (N + nb - 1) / nb;
+    const int chunks = convae_chunk_steps(N, nb, threads);
     float* partial = NULL;
     if (direction == CONVAE_GRAD_WEIGHTS) {
         partial = (float*)calloc((size_t)threads * F * K, sizeof(float));
@@ -295,8 +323,10 @@ static int convae_corr_blas(convae_direction direction, const float* a,
                 failed = 1;
                 continue;
             }
-            const int n0 = chunk * nb;
-            const int m = N - n0 < nb ? N - n0 : nb;
+            int n0;
+            const int m = convae_chunk(chunk, N, nb, threads, &n0);
+            if (m == 0)
+                continue;
             int ncols = m * P;
             if (direction == CONVAE_FORWARD) {
                 convae_im2col(bottom + (long)n0 * C * H * W, m, C, H, W, kh, kw, col);

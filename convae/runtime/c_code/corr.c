@@ -192,8 +192,18 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
     /* Weights rearranged (forward, inputs) or per-thread sums (weights). */
     const size_t wsize = (size_t)K * F * (direction == CONVAE_GRAD_WEIGHTS ? threads : 1);
     float* w = convae_alloc_floats(wsize, 1);
+    /* Offsets in a bottom image: of each tap (c, i, j), and of each top
+       pixel's window (y, x). */
     int* kofs = (int*)malloc((size_t)K * sizeof(int));
-    if (w == NULL || kofs == NULL) { free(w); free(kofs); return -1; }
+    int* pofs = (int*)malloc((size_t)P * sizeof(int));
+    if (w == NULL || kofs == NULL || pofs == NULL) {
+        free(w);
+        free(kofs);
+        free(pofs);
+        return -1;
+    }
+    for (int p = 0; p < P; p++)
+        pofs[p] = p / (W - kw + 1) * W + p % (W - kw + 1);
     for (int f = 0; f < F; f++)
         for (int c = 0; c < C; c++)
             for (int i = 0; i < kh; i++)
@@ -265,7 +275,7 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
                         for (int p = 0; p < P; p++)
                             tmp[((long)n * P + p) * F + f] = b[((long)(n0 + n) * F + f) * P + p];
                 (wide ? convae_grad_weights_avx512 : convae_grad_weights_avx2)(
-                    a + (long)n0 * C * H * W, tmp, kofs,
+                    a + (long)n0 * C * H * W, tmp, kofs, pofs,
                     w + (long)convae_thread_num() * K * F, m, C, H, W, F, kh, kw);
             }
         }
@@ -281,6 +291,7 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
             }
     free(w);
     free(kofs);
+    free(pofs);
     return failed ? -1 : 0;
 }
 

@@ -23,9 +23,10 @@ count and compile directory are set before Theano loads):
   on this machine, see ``convae.runtime.kernel_choice``);
 * with ``--pytorch PYTHON``: ``scripts/bench_pytorch.py`` (the same network
   in PyTorch, CPU eager, timed by the same code) run by that Python on the
-  same batches and threads, taking turns with convae's measuring child (see
-  ``TURNS``): ``pytorch_train_images_per_s``, ``pytorch_eval_images_per_s``
-  and the ratios ``train_vs_pytorch``, ``eval_vs_pytorch``;
+  same batches and threads, taking turns with convae's measuring child round
+  by round (see ``take_turns``): ``pytorch_train_images_per_s``,
+  ``pytorch_eval_images_per_s`` and the ratios ``train_vs_pytorch``,
+  ``eval_vs_pytorch``;
 * ``compile_cold_s`` / ``compile_warm_s``: getting the network and its three
   functions as the training command does, with an empty and with a filled
   compile directory (warm, that is loading them from convae's function cache,
@@ -45,7 +46,7 @@ import tempfile
 import time
 
 from convae import cli
-from convae.timing import interleaved_rates
+from convae.timing import READY, ROUNDS, interleaved_rates, turn_waiter
 
 # Images in MNIST's training set, less the validation set.
 TRAINING_IMAGES = 50000
@@ -144,7 +145,8 @@ def measure(args):
         rates = interleaved_rates({
             "train_images_per_s": (lambda i: run.train_fn(batches[i % len(batches)]), size),
             "eval_images_per_s": (lambda i: run.val_fn(batches[i % len(batches)]), size),
-            "sgemm_gflops": sgemm_step(args.threads)})
+            "sgemm_gflops": sgemm_step(args.threads)},
+            rounds=args.rounds or ROUNDS, before_round=turn_waiter() if args.turns else None)
         result.update(
             rates, forward_flops_per_image=forward_flops(run.network), blas=blas_description(),
             blas_core=openblas.core_name(), kernels=dict(sorted(corr.KERNELS_RUN.items())),
@@ -156,8 +158,10 @@ def measure(args):
     return 0
 
 
-def child(args, compiledir, compile_only, no_function_cache=False):
-    """Run ``measure`` in a fresh interpreter with the thread count and compile dir set.
+def convae_command(args, compiledir, compile_only=False, no_function_cache=False,
+                   turns=False):
+    """The command and environment that run ``measure`` in a fresh interpreter
+    with the thread count and compile dir set.
 
     The thread count goes to OpenMP; OpenBLAS's is left to convae (see
     convae.runtime) except for the sgemm reference, which uses all threads.
@@ -174,15 +178,32 @@ def child(args, compiledir, compile_only, no_function_cache=False):
         command.append("--compile-only")
     if no_function_cache:
         command.append("--no-function-cache")
+    if turns:
+        command += ["--turns", "--rounds", str(TURN_ROUNDS)]
+    return command, env
+
+
+def child(args, compiledir, compile_only, no_function_cache=False):
+    """``measure``'s results from a fresh interpreter (see convae_command), with
+    ``first_step_s`` counted from its launch."""
+    command, env = convae_command(args, compiledir, compile_only, no_function_cache)
     launched = time.time()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        said = [line for line in done.stderr.splitlines() if line.strip()]
-        raise BenchError("measuring failed: " + (said[-1] if said else
-                                                 "exit code {}".format(done.returncode)))
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+        raise BenchError("measuring failed: " + last_line(done.stderr, done.returncode))
+    return with_first_step(json.loads(done.stdout.strip().splitlines()[-1]), launched)
+
+
+def with_first_step(result, launched):
+    """``measure``'s result with its first step's end as seconds after ``launched``."""
     result["first_step_s"] = result.pop("first_step_done") - launched
     return result
+
+
+def last_line(text, code):
+    """The last non-blank line of a failed child's standard error, or its exit code."""
+    said = [line for line in text.splitlines() if line.strip()]
+    return said[-1] if said else "exit code {}".format(code)
 
 
 class BenchError(ValueError):
@@ -203,36 +224,95 @@ def check_data(args):
     return os.path.dirname(paths[names[0]])
 
 
-# convae's measuring child and PyTorch's take turns as well, TURNS times each,
-# so that both are timed over the same stretch of a shared machine.
-TURNS = 2
+# Rounds of timing windows in the measuring children that take turns; as many
+# windows of each rate as two turns of whole processes took before.
+TURN_ROUNDS = 2 * ROUNDS
 
 
-def best_of(turns, rates):
-    """The first turn's results, with each of ``rates`` the best over all turns."""
-    best = dict(turns[0])
-    best.update({name: max(turn[name] for turn in turns) for name in rates})
-    return best
-
-
-def pytorch_rates(args, data_dir):
-    """scripts/bench_pytorch.py's JSON, run by ``args.pytorch`` (a Python with PyTorch)."""
+def pytorch_command(args, data_dir):
+    """The command that runs scripts/bench_pytorch.py with ``args.pytorch``, taking turns."""
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "scripts", "bench_pytorch.py")
     if not os.path.isfile(script):
         raise BenchError("--pytorch: no {} (it comes with convae's source)".format(script))
+    return [args.pytorch, script, "--data-dir", data_dir, "--batch-size",
+            str(args.batch_size), "--batches", str(args.batches), "--threads",
+            str(args.threads), "--turns", "--rounds", str(TURN_ROUNDS)]
+
+
+def take_turns(children, rounds):
+    """Run processes that take turns (see convae.timing) and return the JSON
+    each prints last, with the time it was launched.
+
+    children: (name, command, env) triples, ``name`` beginning a failure's
+    message. Each starts once the one before is ready, so that no set-up
+    overlaps another's timing (convae's first step included); then the
+    processes time ``rounds`` rounds, one process at a time, round by round:
+    every rate compared is timed over the same stretch of the machine.
+    """
+    running = []
     try:
-        done = subprocess.run([args.pytorch, script, "--data-dir", data_dir,
-                               "--batch-size", str(args.batch_size),
-                               "--batches", str(args.batches), "--threads", str(args.threads)],
-                              capture_output=True, text=True)
-    except OSError as e:
-        raise BenchError("--pytorch {}: {}".format(args.pytorch, e.strerror))
-    if done.returncode != 0:
-        said = [line for line in done.stderr.splitlines() if line.strip()]
-        raise BenchError("--pytorch {}: {}".format(args.pytorch, said[-1] if said else
-                                                   "exit code {}".format(done.returncode)))
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        for name, command, env in children:
+            err = tempfile.TemporaryFile(mode="w+")
+            launched = time.time()
+            try:
+                process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE, stderr=err, text=True)
+            except OSError as e:
+                err.close()
+                raise BenchError("{}: {}".format(name, e.strerror))
+            running.append((name, process, err, launched))
+            await_ready(name, process, err)
+        for turn in range(rounds):
+            for name, process, err, _ in running:
+                try:
+                    process.stdin.write("\n")
+                    process.stdin.flush()
+                except BrokenPipeError:  # it ended before its turn
+                    raise BenchError(name + ": " + failure(process, err))
+                if turn < rounds - 1:
+                    await_ready(name, process, err)
+                elif process.wait() != 0:
+                    raise BenchError(name + ": " + failure(process, err))
+        return [(json.loads(process.stdout.read().strip().splitlines()[-1]), launched)
+                for _, process, _, launched in running]
+    finally:
+        for _, process, err, _ in running:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            for stream in (process.stdin, process.stdout, err):
+                try:
+                    stream.close()
+                except BrokenPipeError:
+                    pass
+
+
+def await_ready(name, process, err):
+    """Read ``process``'s output up to its READY line; BenchError if it ends first."""
+    for line in process.stdout:
+        if line.strip() == READY:
+            return
+    raise BenchError(name + ": " + failure(process, err))
+
+
+def failure(process, err):
+    """The last line a failed child wrote on standard error, or its exit code."""
+    code = process.wait()
+    err.seek(0)
+    return last_line(err.read(), code)
+
+
+def measure_in_turns(args, compiledir, data_dir):
+    """convae's measured results (``measure``'s, with ``first_step_s``) and,
+    with ``--pytorch``, PyTorch's (or None), timed taking turns."""
+    children = [("measuring failed", *convae_command(args, compiledir, turns=True))]
+    if args.pytorch:
+        children.append(("--pytorch " + args.pytorch, pytorch_command(args, data_dir),
+                         dict(os.environ)))
+    results = take_turns(children, TURN_ROUNDS)
+    convae_result = with_first_step(*results[0])
+    return convae_result, (results[1][0] if args.pytorch else None)
 
 
 def main(argv=None):
@@ -251,6 +331,8 @@ def main(argv=None):
                         help="also time scripts/bench_pytorch.py with this Python (one "
                         "with PyTorch), in the same run")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--turns", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=cli.positive_int, help=argparse.SUPPRESS)
     parser.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-function-cache", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -274,15 +356,10 @@ def bench(args):
         else:
             warm_dir = os.path.expanduser("~/.theano")
         child(args, warm_dir, True)  # make sure the cache is filled
-        turns, torch_turns = [], []
-        for _ in range(TURNS):
-            turns.append(child(args, warm_dir, False))
-            if args.pytorch:
-                torch_turns.append(pytorch_rates(args, data_dir))
+        warm, torch = measure_in_turns(args, warm_dir, data_dir)
         theano_warm = child(args, warm_dir, True, no_function_cache=True)
     finally:
         shutil.rmtree(cold_dir, ignore_errors=True)
-    warm = best_of(turns, ("train_images_per_s", "eval_images_per_s", "sgemm_gflops"))
     flops = warm.pop("forward_flops_per_image")
     train_gflops = 3 * flops * warm["train_images_per_s"] / 1e9
     eval_gflops = flops * warm["eval_images_per_s"] / 1e9
@@ -300,7 +377,6 @@ def bench(args):
         cpu=cpu_description(), blas=warm["blas"], blas_core=warm["blas_core"],
         kernels=warm["kernels"], kernel_ms=warm["kernel_ms"], theano_defaults=default_flags())
     if args.pytorch:
-        torch = best_of(torch_turns, ("train_images_per_s", "eval_images_per_s"))
         report.update(
             pytorch_train_images_per_s=torch["train_images_per_s"],
             pytorch_eval_images_per_s=torch["eval_images_per_s"],

@@ -15,7 +15,8 @@ state, timed by the same code as convae's (``convae/timing.py``: the best of
 short windows, training and evaluation taking turns, on --batches batches
 in turn), threads, batch size and the PyTorch version.
 ``python -m convae.bench --pytorch PYTHON`` runs it in the same run as
-convae's own measurement.
+convae's own measurement, with ``--turns``: its rounds of windows then take
+turns with convae's, one round at a time (see ``convae/timing.py``).
 """
 import argparse
 import gzip
@@ -90,7 +91,12 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--batches", type=positive_int, default=60)
     parser.add_argument("--threads", type=positive_int, default=os.cpu_count())
+    parser.add_argument("--rounds", type=positive_int, help="rounds of timing windows "
+                        "(default: convae/timing.py's ROUNDS)")
+    parser.add_argument("--turns", action="store_true",
+                        help="wait for a line on standard input before each round")
     args = parser.parse_args(argv)
+    timing = runpy.run_path(TIMING)
     torch.manual_seed(1)
     torch.set_num_threads(args.threads)
     images = training_images(args.data_dir, args.batch_size * args.batches)
@@ -113,9 +119,11 @@ def main(argv=None):
         with torch.no_grad():
             return F.mse_loss(model(x), x).item()
 
-    rates = runpy.run_path(TIMING)["interleaved_rates"]({
+    rates = timing["interleaved_rates"]({
         "train_images_per_s": (train_step, args.batch_size),
-        "eval_images_per_s": (eval_step, args.batch_size)})
+        "eval_images_per_s": (eval_step, args.batch_size)},
+        rounds=args.rounds or timing["ROUNDS"],
+        before_round=timing["turn_waiter"]() if args.turns else None)
     print(json.dumps({**{name: round(value, 1) for name, value in rates.items()},
                       "threads": args.threads, "batch_size": args.batch_size,
                       "torch": torch.__version__}))

@@ -32,8 +32,8 @@ def test_no_mnist_anywhere_is_one_line(tmp_path, capsys, monkeypatch):
     assert err.startswith("python -m convae.bench: error: could not download") and "\n" not in err
 
 
-def fake_child(sgemm_gflops):
-    """What ``bench.child`` returns, with a given sgemm reference."""
+def fake_measuring(monkeypatch, sgemm_gflops):
+    """Make the benchmark's children return set results, with a given sgemm reference."""
     def child(args, compiledir, compile_only, no_function_cache=False):
         return dict(compile_s=1.0, first_step_s=2.0, train_images_per_s=2000.0,
                     eval_images_per_s=6000.0, forward_flops_per_image=8.921e6,
@@ -41,17 +41,23 @@ def fake_child(sgemm_gflops):
                     kernels={"forward C=32 F=32 12x12 filter 5x5": "avx2"},
                     kernel_ms={"forward N=128 C=32 F=32 12x12 filter 5x5 threads=2":
                                {"avx2": 3.1, "blas": 4.2}})
-    return child
+
+    def measure_in_turns(args, compiledir, data_dir):
+        torch = {"train_images_per_s": 800.0, "eval_images_per_s": 2000.0,
+                 "torch": "2.13.0+cpu"}
+        return child(args, compiledir, False), (torch if args.pytorch else None)
+    monkeypatch.setattr(bench, "child", child)
+    monkeypatch.setattr(bench, "measure_in_turns", measure_in_turns)
 
 
 def test_an_efficiency_above_one_is_an_error_not_a_number(mnist_dir, capsys, monkeypatch):
     # 2000 training images/s are 53.5 GFLOP/s: a 42 GFLOP/s "BLAS" cannot be the real one.
-    monkeypatch.setattr(bench, "child", fake_child(42.0))
+    fake_measuring(monkeypatch, 42.0)
     assert bench.main(["--data-dir", mnist_dir, "--no-cold"]) == 1
     out, err = capsys.readouterr()
     assert "train_efficiency came out at 1.27" in err and "\n" not in err.strip()
     assert "train_efficiency" not in out
-    monkeypatch.setattr(bench, "child", fake_child(240.0))
+    fake_measuring(monkeypatch, 240.0)
     assert bench.main(["--data-dir", mnist_dir, "--no-cold", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["train_efficiency"] == round(3 * 8.921e6 * 2000 / 1e9 / 240, 3)
@@ -65,7 +71,7 @@ def test_an_efficiency_above_one_is_an_error_not_a_number(mnist_dir, capsys, mon
 
 def test_a_missing_pytorch_python_is_one_line_before_measuring(mnist_dir, tmp_path, capsys,
                                                                 monkeypatch):
-    monkeypatch.setattr(bench, "child", fake_child(240.0))
+    fake_measuring(monkeypatch, 240.0)
     missing = str(tmp_path / "no-python")
     assert bench.main(["--data-dir", mnist_dir, "--pytorch", missing]) == 1
     err = capsys.readouterr().err.strip()
@@ -114,34 +120,65 @@ def test_the_rates_take_turns_and_each_keeps_its_best_window(monkeypatch):
     assert best == {"train": pytest.approx(128 / 0.25), "sgemm": pytest.approx(17.2 / 0.1)}
 
 
-def test_convae_and_pytorch_take_turns_and_keep_their_best(mnist_dir, tmp_path, capsys,
-                                                           monkeypatch):
-    runs = []
-    measured = fake_child(240.0)
+# A process that takes turns as the benchmark's children do (convae.timing):
+# each window of each of its two rates appends "NAME ROUND RATE" to a log,
+# and its rates are set by round. Then it prints its JSON, or fails.
+TURN_TAKER = """
+import json, runpy, sys
+timing = runpy.run_path({timing!r})
+name, log, fail_after = sys.argv[1], sys.argv[2], int(sys.argv[3])
+round_ = [-1]
+def waiter(wait=timing["turn_waiter"]()):
+    wait()
+    round_[0] += 1
+    if round_[0] == fail_after:
+        sys.exit(name + " broke in round " + str(round_[0]))
+def step(rate):
+    def window(i):
+        if i == 0:
+            with open(log, "a") as f:
+                f.write("{{}} {{}} {{}}\\n".format(name, round_[0], rate))
+    return window
+timing["time"].perf_counter = iter(range(10 ** 6)).__next__  # one second a call
+rates = timing["interleaved_rates"](
+    {{"fast": (step("fast"), 100.0 * (1 + round_[0] % 2)), "slow": (step("slow"), 1.0)}},
+    rounds=3, before_round=waiter)
+print(json.dumps(rates))
+"""
 
-    def child(args, compiledir, compile_only, no_function_cache=False):
-        result = measured(args, compiledir, compile_only, no_function_cache)
-        if not compile_only:
-            runs.append("convae")
-            result.update(train_images_per_s=[2000.0, 2500.0][runs.count("convae") - 1],
-                          sgemm_gflops=[250.0, 240.0][runs.count("convae") - 1])
-        return result
 
-    def pytorch_rates(args, data_dir):
-        runs.append("pytorch")
-        return {"train_images_per_s": [1000.0, 800.0][runs.count("pytorch") - 1],
-                "eval_images_per_s": 2000.0, "torch": "2.13.0+cpu"}
-    monkeypatch.setattr(bench, "child", child)
-    monkeypatch.setattr(bench, "pytorch_rates", pytorch_rates)
-    python = tmp_path / "python"
-    python.write_text("#!/bin/sh\n")
-    python.chmod(0o755)
-    assert bench.main(["--data-dir", mnist_dir, "--no-cold", "--json",
-                       "--pytorch", str(python)]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert runs == ["convae", "pytorch"] * bench.TURNS == ["convae", "pytorch"] * 2
-    assert (report["train_images_per_s"], report["sgemm_gflops"]) == (2500.0, 250.0)
-    assert (report["pytorch_train_images_per_s"], report["train_vs_pytorch"]) == (1000.0, 2.5)
+def turn_taker(tmp_path, name, fail_after=-1):
+    script = tmp_path / "turns.py"
+    script.write_text(TURN_TAKER.format(timing=timing.__file__))
+    return (name, [sys.executable, str(script), name, str(tmp_path / "log"), str(fail_after)],
+            dict(os.environ))
+
+
+def test_children_take_turns_round_by_round_and_keep_their_best(tmp_path):
+    results = bench.take_turns([turn_taker(tmp_path, "convae"),
+                                turn_taker(tmp_path, "pytorch")], rounds=3)
+    calls = (tmp_path / "log").read_text().split("\n")[:-1]
+    # A window's untimed first call and its first timed one both log it.
+    windows = calls[::2]
+    assert calls[1::2] == windows
+    # One process at a time, a whole round each: both rates of convae's
+    # round 0, then PyTorch's, then convae's round 1, ...
+    assert windows == ["{} {} {}".format(name, r, rate) for r in range(3)
+                       for name in ("convae", "pytorch") for rate in ("fast", "slow")]
+    for rates, launched in results:
+        # The best window of each rate: round 1's fast one ran at 200.
+        assert rates == {"fast": 200.0, "slow": 1.0} and launched > 0
+
+
+def test_a_child_that_fails_in_its_turn_is_one_line_and_none_is_left(tmp_path):
+    with pytest.raises(bench.BenchError) as raised:
+        bench.take_turns([turn_taker(tmp_path, "convae"),
+                          turn_taker(tmp_path, "--pytorch python", fail_after=1)], rounds=3)
+    assert str(raised.value) == "--pytorch python: --pytorch python broke in round 1"
+    # Nothing is still running: a third process would find no log growing.
+    size = (tmp_path / "log").stat().st_size
+    subprocess.run(["sleep", "0.3"])
+    assert (tmp_path / "log").stat().st_size == size
 
 
 def test_the_timing_file_runs_without_convae_as_bench_pytorch_runs_it():

@@ -6,7 +6,8 @@ import sys
 import tempfile
 
 from convae import data
-from convae.files import SHIPPED_WEIGHTS, TEMPORARY_PREFIX, ParameterFileError, parameter_file
+from convae.files import (SHIPPED_WEIGHTS, TEMPORARY_PREFIX, ParameterFileError,
+                          missing_directories, parameter_file)
 
 # NumPy's RandomState takes seeds from 0 to 2**32 - 1.
 MAX_SEED = 2 ** 32 - 1
@@ -79,12 +80,10 @@ def _directory_problem(directory):
     not be stopped by permission bits while a read-only file system stops
     everyone.
     """
-    existing = os.path.abspath(directory)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
+    missing = missing_directories(directory)
+    existing = os.path.dirname(missing[-1]) if missing else os.path.abspath(directory)
     if not os.path.isdir(existing):
-        return "not a directory" if existing == os.path.abspath(directory) else \
-            "{} is not a directory".format(existing)
+        return "{} is not a directory".format(existing) if missing else "not a directory"
     try:
         fd, probe = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=existing)
         os.close(fd)

@@ -88,14 +88,21 @@ def write_files_atomically(writers):
             remove_empty(made)
 
 
-def make_directories(directory):
-    """Make ``directory`` and any missing above it; returns those it made,
-    deepest first (none if it existed). OSError if one cannot be made."""
+def missing_directories(directory):
+    """``directory`` and those above it that do not exist (absolute paths,
+    deepest first; none if it exists): what making it would make."""
     missing = []
     path = os.path.abspath(directory)
     while not os.path.exists(path):
         missing.append(path)
         path = os.path.dirname(path)
+    return missing
+
+
+def make_directories(directory):
+    """Make ``directory`` and any missing above it; returns those it made,
+    deepest first (none if it existed). OSError if one cannot be made."""
+    missing = missing_directories(directory)
     os.makedirs(directory, exist_ok=True)
     return missing
 

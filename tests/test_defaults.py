@@ -91,3 +91,71 @@ def test_theano_settings_theano_refuses_are_one_line_not_a_traceback(tmp_path):
         assert done.stderr.startswith("convae: error: Theano's settings (THEANO_FLAGS, "
                                       ".theanorc): " + said), done.stderr
         assert done.stderr.count("\n") == 1
+
+
+def test_openmp_only_where_a_blas_is_linked(monkeypatch):
+    from convae.runtime import defaults
+    monkeypatch.delenv("CONVAE_FAST", raising=False)
+    monkeypatch.setattr(defaults, "find_openblas", lambda: "/usr/lib/x/libopenblas.so")
+    assert defaults.default_flags({}) == {
+        "floatX": "float32", "blas.ldflags": "-L/usr/lib/x -lopenblas", "openmp": "True"}
+    assert "openmp" not in defaults.default_flags({"blas.ldflags": " "})
+    assert defaults.default_flags({"blas.ldflags": "-lblas"})["openmp"] == "True"
+    monkeypatch.setattr(defaults, "find_openblas", lambda: None)
+    assert defaults.default_flags({}) == {"floatX": "float32", "blas.ldflags": ""}
+    assert defaults.default_flags({"blas.ldflags": "-lblas"})["openmp"] == "True"
+
+
+def test_user_settings_are_read_with_their_values(tmp_path, monkeypatch):
+    from convae.runtime import defaults
+    rc = tmp_path / "theanorc"
+    rc.write_text("[global]\nfloatX = float64\nopenmp = False\n[blas]\nldflags = -lblas\n")
+    monkeypatch.setenv("THEANORC", str(rc))
+    monkeypatch.setenv("THEANO_FLAGS", "global.openmp=True, Blas.LDFLAGS=")
+    assert defaults._user_settings() == {"floatx": "float64", "openmp": "True",
+                                         "blas.ldflags": ""}
+
+
+ERROR = "convae: error: Theano's settings (THEANO_FLAGS, .theanorc): "
+
+
+# Runs a convolution: with OpenMP on and no BLAS, Theano 1.0.5's CorrMM calls
+# its NumPy-based gemm from OpenMP's threads and the interpreter dies.
+CONVOLVE = """
+import numpy as np, convae, theano, theano.tensor as T
+x, w = T.tensor4(), T.tensor4()
+f = theano.function([x, w], T.nnet.conv2d(x, w))
+out = f(np.ones((2, 1, 8, 8), 'float32'), np.ones((3, 1, 5, 5), 'float32'))
+print(theano.config.openmp, out.shape, np.unique(out))
+"""
+
+
+def test_without_a_blas_convolutions_run_without_openmp(tmp_path):
+    env = dict(os.environ, THEANORC=str(tmp_path / "no-theanorc"), THEANO_FLAGS="blas.ldflags=")
+    env.pop("CONVAE_FAST", None)
+    done = subprocess.run([sys.executable, "-c", CONVOLVE], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    # Every output is the sum of a 5x5 window of ones.
+    assert done.stdout == "False (2, 3, 4, 4) [25.]\n"
+
+
+def test_blas_settings_that_cannot_work_are_one_line_not_a_crash(tmp_path):
+    env = dict(os.environ, THEANORC=str(tmp_path / "no-theanorc"))
+    # Theano itself warns, on import, that it has no BLAS to link.
+    no_blas = ("WARNING (theano.tensor.blas): Using NumPy C-API based implementation for "
+               "BLAS functions.\n")
+    for flags, said in [
+            ("blas.ldflags=,openmp=True", no_blas + ERROR + "openmp=True with no BLAS in "
+             "blas.ldflags kills Theano 1.0.5 at its first convolution; link one "
+             "(apt-get install libopenblas-dev) or leave openmp unset\n"),
+            ("blas.ldflags=-lconvae_no_such_library", ERROR + "blas.ldflags="
+             "'-lconvae_no_such_library' does not link: cannot find "
+             "-lconvae_no_such_library")]:
+        done = subprocess.run([sys.executable, "-m", "convae.train", "--help"], cwd=REPO,
+                              env=dict(env, THEANO_FLAGS=flags), capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 1 and done.stdout == "", done.stderr
+        # The linker's own words follow its complaint (": No such file ..." with GNU ld).
+        assert done.stderr.startswith(said) and done.stderr.count("\n") == said.count("\n") + (
+            not said.endswith("\n")), done.stderr

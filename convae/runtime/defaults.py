@@ -5,7 +5,10 @@ Theano 1.0.5 reads its configuration once, at import time, from the
 needs three things there:
 
 * ``floatX=float32``: the post's network is single precision;
-* ``openmp=True`` unless ``CONVAE_FAST=0`` (see ``convae.runtime.enable``);
+* ``openmp=True`` unless ``CONVAE_FAST=0`` (see ``convae.runtime.enable``)
+  or no BLAS is linked: Theano 1.0.5's convolutions then call its NumPy-based
+  BLAS from OpenMP's threads, without the interpreter's lock, and the
+  process dies ("Fatal Python error: PyEval_SaveThread");
 * ``blas.ldflags``: without it Theano 1.0.5 asks numpy's distutils for a BLAS,
   which fails on the numpy it has to run with on CPython 3.11, and without a
   linked BLAS every dot product and convolution takes a slow path. convae links
@@ -19,7 +22,10 @@ other setting that must precede loading, OpenBLAS's core, is made here too.
 import configparser
 import importlib
 import os
+import re
+import subprocess
 import sys
+import tempfile
 import warnings
 
 from convae.runtime.openblas import choose_core, find_openblas
@@ -28,6 +34,10 @@ MISSING_BLAS_HINT = (
     "convae: no linkable OpenBLAS found (libopenblas.so); Theano will fall back "
     "to slow NumPy-based BLAS. Install it with: apt-get install libopenblas-dev"
 )
+
+
+# How a SettingError about Theano's own settings begins.
+SETTINGS = "Theano's settings (THEANO_FLAGS, .theanorc): "
 
 
 class SettingError(ValueError):
@@ -55,17 +65,59 @@ def load_theano():
 
     SettingError, in one line, where Theano refuses them at import (a
     ValueError such as 'Invalid value ("float8") for configuration variable
-    "floatX"', or a compile directory it cannot create).
+    "floatX"', or a compile directory it cannot create), or where they would
+    fail at the first compiled function or kill the process at the first
+    convolution (see ``check_blas``).
     """
     if "theano" in sys.modules:
         return
     check_environment()
     try:
-        importlib.import_module("theano")
+        theano = importlib.import_module("theano")
     except ValueError as e:
         said = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
-        raise SettingError("Theano's settings (THEANO_FLAGS, .theanorc): {}".format(
-            said.splitlines()[0] if said else type(e).__name__))
+        raise SettingError(SETTINGS + (said.splitlines()[0] if said else type(e).__name__))
+    check_blas(theano.config, "blas.ldflags" in _user_settings())
+
+
+def check_blas(config, user_ldflags):
+    """SettingError for a BLAS setting of Theano's ``config`` that cannot work.
+
+    * ``openmp`` on with an empty ``blas.ldflags`` (convae leaves OpenMP off
+      then; see the module docstring): the first convolution would kill the
+      process;
+    * ``blas.ldflags`` set by the user (``user_ldflags``) to flags the
+      compiler cannot link with, such as a library that is not installed:
+      every compiled function would fail with a page of compiler output.
+    """
+    ldflags = config.blas.ldflags.strip()
+    if config.openmp and not ldflags:
+        raise SettingError(SETTINGS + "openmp=True with no BLAS in blas.ldflags kills "
+                           "Theano 1.0.5 at its first convolution; link one (apt-get "
+                           "install libopenblas-dev) or leave openmp unset")
+    if user_ldflags and ldflags and config.cxx:
+        problem = link_problem(config.cxx, ldflags)
+        if problem:
+            raise SettingError(SETTINGS + "blas.ldflags={!r} does not link: {}".format(
+                ldflags, problem))
+
+
+def link_problem(cxx, ldflags):
+    """The linker's first complaint (one line) about linking a shared library
+    with ``ldflags`` by the compiler ``cxx``, as Theano links its modules, or
+    None if it links."""
+    with tempfile.TemporaryDirectory() as directory:
+        try:
+            done = subprocess.run([cxx, "-shared", "-x", "c++", os.devnull, "-o",
+                                   os.path.join(directory, "probe.so")] + ldflags.split(),
+                                  capture_output=True, text=True)
+        except OSError:  # no such compiler: Theano says so itself
+            return None
+    if done.returncode == 0:
+        return None
+    said = [line for line in done.stderr.splitlines() if line.strip()]
+    return re.sub(r"^\S*ld: ", "", said[0]) if said else "exit status {}".format(
+        done.returncode)
 
 
 def fast_path_enabled():
@@ -73,37 +125,42 @@ def fast_path_enabled():
     return os.environ.get("CONVAE_FAST", "1") != "0"
 
 
-def default_flags():
-    """The Theano flags convae wants, as a dict of 'section.option' -> value.
+def default_flags(user):
+    """The Theano flags convae wants, as a dict of 'section.option' -> value,
+    given those the ``user`` set (see ``_user_settings``).
 
     ``openmp=True`` lets the convolutions use every core; it is part of
-    convae's fast path and left out when ``CONVAE_FAST=0``. Theano reads it
-    when an op is made, so it is set here, before Theano is imported.
+    convae's fast path and left out when ``CONVAE_FAST=0``, or when no BLAS
+    will be linked (see the module docstring). Theano reads it when an op is
+    made, so it is set here, before Theano is imported.
     """
     blas = find_openblas()
     ldflags = "-L{} -lopenblas".format(os.path.dirname(blas)) if blas else ""
     flags = {"floatX": "float32", "blas.ldflags": ldflags}
-    if fast_path_enabled():
+    if fast_path_enabled() and user.get("blas.ldflags", ldflags).strip():
         flags["openmp"] = "True"
     return flags
 
 
 def _user_settings():
-    """Flags the user set: THEANO_FLAGS keys and options of the .theanorc files."""
-    flags = os.environ.get("THEANO_FLAGS", "")
-    keys = {item.split("=", 1)[0].strip().lower()
-            for item in flags.split(",") if "=" in item}
+    """Flags the user set, {'section.option': value}, from THEANO_FLAGS and
+    the .theanorc files (THEANO_FLAGS wins, as in Theano)."""
     files = [os.path.expanduser(name) for name in
              os.environ.get("THEANORC", "~/.theanorc").split(os.pathsep)]
     rc = configparser.RawConfigParser()
     rc.read(files)
+    settings = {}
     for section in rc.sections():
         for option in rc.options(section):
-            keys.add(option if section == "global"
-                     else "{}.{}".format(section, option))
+            key = option if section == "global" else "{}.{}".format(section, option)
+            settings[key] = rc.get(section, option)
+    for item in os.environ.get("THEANO_FLAGS", "").split(","):
+        if "=" in item:
+            key, value = item.split("=", 1)
+            settings[key.strip().lower()] = value
     # THEANO_FLAGS may also name global options as 'global.floatX'.
-    return {key[len("global."):] if key.startswith("global.") else key
-            for key in keys}
+    return {key[len("global."):] if key.startswith("global.") else key: value
+            for key, value in settings.items()}
 
 
 def configure():
@@ -119,7 +176,7 @@ def configure():
         return
     user = _user_settings()
     additions = ["{}={}".format(key, value)
-                 for key, value in default_flags().items()
+                 for key, value in default_flags(user).items()
                  if key.lower() not in user]
     if "blas.ldflags" not in user and not find_openblas():
         warnings.warn(MISSING_BLAS_HINT, RuntimeWarning, stacklevel=2)

@@ -96,17 +96,21 @@ def _directory_problem(directory):
 def writable_directory(directory, flag):
     """Make sure a file can be written in ``directory`` (made by whatever
     writes there, if missing): PathError, naming the flag, if not."""
+    if not directory:
+        raise PathError("{} is empty: give it a directory (. for this one)".format(flag))
     problem = _directory_problem(directory)
     if problem:
         raise PathError("{} {}: {}".format(flag, directory, problem))
     return directory
 
 
-def writable_path(path):
-    """``path``, or PathError if it could not be written (its directory is
-    made by whatever writes it, if missing)."""
-    if os.path.isdir(path):
-        raise PathError("cannot write {}: it is a directory".format(path))
+def writable_path(path, flag):
+    """``path``, given as ``flag``, or PathError if it could not be written
+    (its directory is made by whatever writes it, if missing)."""
+    if not path:
+        raise PathError("{} is empty: give it a file name".format(flag))
+    if path.endswith(os.sep) or os.path.isdir(path):
+        raise PathError("cannot write {}: it names a directory; give a file name".format(path))
     directory = os.path.dirname(os.path.abspath(path))
     problem = _directory_problem(directory)
     if problem:

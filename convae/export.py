@@ -96,7 +96,7 @@ def onnx_model(params):
 
 def export(args):
     """Write the ONNX model that ``args`` asks for; returns 0."""
-    out = cli.writable_path(args.out)
+    out = cli.writable_path(args.out, "--out")
     model = onnx_model(parameters(cli.weights_path(args.weights)))
     data = model.SerializeToString()
     files.write_atomically(out, lambda f: f.write(data))

@@ -27,7 +27,7 @@ def make_all(codec, X_test, y_test, metrics, denoiser, out_dir):
     written = []
 
     def save(fig, name):
-        path = cli.writable_path(os.path.join(out_dir, name))
+        path = cli.writable_path(os.path.join(out_dir, name), "--out-dir")
         figures.save_figure(fig, path)
         written.append(path)
 

@@ -43,7 +43,7 @@ def reconstruct(args):
     """Plot and print what ``args`` asks for; returns 0."""
     convae.runtime.enable()
     figure_format(args.out)  # a name it cannot be written as: before any work
-    out = cli.writable_path(args.out)
+    out = cli.writable_path(args.out, "--out")
     weights = cli.weights_path(args.weights)
     X_test, y_test = data.load_test_set(args.dataset, args.data_dir)
     indices = pick_indices(y_test, args.indices, args.n, args.seed)

@@ -192,6 +192,21 @@ def test_reconstruct_refuses_foreign_weights_and_unwritable_output(mnist_dir, tm
     assert code == 1 and "cannot" in err and "\n" not in err
 
 
+def test_reconstruct_refuses_an_out_that_names_no_file(mnist_dir, tmp_path, capsys,
+                                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "figs").mkdir()
+    for out, message in [("", "--out is empty: give it a file name"),
+                         ("new/", "cannot write new/: it names a directory; give a file name"),
+                         ("x.png/", "cannot write x.png/: it names a directory"),
+                         ("figs", "cannot write figs: it names a directory")]:
+        code = reconstruct.main(["--data-dir", mnist_dir, "--out", out])
+        err = capsys.readouterr().err
+        assert code == 1 and err.startswith("convae-reconstruct: error: " + message), err
+        assert err.count("\n") == 1
+    assert sorted(os.listdir(tmp_path)) == ["figs"] and os.listdir(tmp_path / "figs") == []
+
+
 # How each format's files begin (their specifications), or what they hold.
 MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "pdf": b"%PDF-", "svg": b"<svg", "eps": b"%!PS-Adobe",
          "ps": b"%!PS-Adobe", "jpg": b"\xff\xd8\xff", "jpeg": b"\xff\xd8\xff",
@@ -232,6 +247,10 @@ def test_an_out_dir_that_is_a_file_is_refused_before_any_work(tmp_path, capsys, 
     assert make_figures.main(["--out-dir", str(tmp_path / "figs")]) == 1
     assert capsys.readouterr().err.strip() == (
         "convae-figures: error: --out-dir {}: not a directory".format(tmp_path / "figs"))
+    monkeypatch.chdir(tmp_path)
+    assert make_figures.main(["--out-dir", ""]) == 1
+    assert capsys.readouterr().err == ("convae-figures: error: --out-dir is empty: give it "
+                                       "a directory (. for this one)\n")
 
 
 def test_shipped_run_is_documented():

@@ -343,7 +343,7 @@ def main(argv=None):
 
 def bench(args):
     """Measure in child processes and print the report; returns 0."""
-    from convae.runtime.defaults import default_flags
+    from convae.runtime.defaults import default_flags, user_settings
     data_dir = check_data(args)
     if args.pytorch and not shutil.which(args.pytorch):
         raise BenchError("--pytorch {}: no such Python".format(args.pytorch))
@@ -375,7 +375,8 @@ def bench(args):
         compile_warm_no_function_cache_s=round(theano_warm["compile_s"], 2),
         first_step_warm_s=round(warm["first_step_s"], 2),
         cpu=cpu_description(), blas=warm["blas"], blas_core=warm["blas_core"],
-        kernels=warm["kernels"], kernel_ms=warm["kernel_ms"], theano_defaults=default_flags())
+        kernels=warm["kernels"], kernel_ms=warm["kernel_ms"],
+        theano_defaults=default_flags(user_settings()))
     if args.pytorch:
         report.update(
             pytorch_train_images_per_s=torch["train_images_per_s"],

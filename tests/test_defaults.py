@@ -106,13 +106,13 @@ def test_openmp_only_where_a_blas_is_linked(monkeypatch):
     assert defaults.default_flags({"blas.ldflags": "-lblas"})["openmp"] == "True"
 
 
-def test_user_settings_are_read_with_their_values(tmp_path, monkeypatch):
+def testuser_settings_are_read_with_their_values(tmp_path, monkeypatch):
     from convae.runtime import defaults
     rc = tmp_path / "theanorc"
     rc.write_text("[global]\nfloatX = float64\nopenmp = False\n[blas]\nldflags = -lblas\n")
     monkeypatch.setenv("THEANORC", str(rc))
     monkeypatch.setenv("THEANO_FLAGS", "global.openmp=True, Blas.LDFLAGS=")
-    assert defaults._user_settings() == {"floatx": "float64", "openmp": "True",
+    assert defaults.user_settings() == {"floatx": "float64", "openmp": "True",
                                          "blas.ldflags": ""}
 
 

@@ -77,7 +77,7 @@ def load_theano():
     except ValueError as e:
         said = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
         raise SettingError(SETTINGS + (said.splitlines()[0] if said else type(e).__name__))
-    check_blas(theano.config, "blas.ldflags" in _user_settings())
+    check_blas(theano.config, "blas.ldflags" in user_settings())
 
 
 def check_blas(config, user_ldflags):
@@ -127,7 +127,7 @@ def fast_path_enabled():
 
 def default_flags(user):
     """The Theano flags convae wants, as a dict of 'section.option' -> value,
-    given those the ``user`` set (see ``_user_settings``).
+    given those the ``user`` set (see ``user_settings``).
 
     ``openmp=True`` lets the convolutions use every core; it is part of
     convae's fast path and left out when ``CONVAE_FAST=0``, or when no BLAS
@@ -142,7 +142,7 @@ def default_flags(user):
     return flags
 
 
-def _user_settings():
+def user_settings():
     """Flags the user set, {'section.option': value}, from THEANO_FLAGS and
     the .theanorc files (THEANO_FLAGS wins, as in Theano)."""
     files = [os.path.expanduser(name) for name in
@@ -174,7 +174,7 @@ def configure():
     choose_core()
     if "theano" in sys.modules:
         return
-    user = _user_settings()
+    user = user_settings()
     additions = ["{}={}".format(key, value)
                  for key, value in default_flags(user).items()
                  if key.lower() not in user]

@@ -323,7 +323,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=cli.positive_int, default=os.cpu_count())
     parser.add_argument("--batches", type=cli.positive_int, default=60,
                         help="distinct batches the timings take in turn")
-    parser.add_argument("--data-dir", help="MNIST directory (default: as convae-train)")
+    parser.add_argument("--data-dir", type=cli.nonempty_path,
+                        help="MNIST directory (default: as convae-train)")
     parser.add_argument("--no-cold", action="store_true",
                         help="skip the cold compile (about a minute)")
     parser.add_argument("--json", action="store_true", help="print only the JSON object")

@@ -48,16 +48,26 @@ def seed(text):
                    "an integer from 0 to {}".format(MAX_SEED))
 
 
+def nonempty_path(text):
+    """argparse type: a file or directory name, not empty (an empty name
+    silently meant a default or the current directory, or failed naming
+    nothing)."""
+    if not text:
+        raise argparse.ArgumentTypeError("must name a file or directory, got ''")
+    return text
+
+
 def weights_argument(parser):
     """Add --weights: a model.npz, its run directory, or (default) the shipped weights."""
-    parser.add_argument("--weights", help="model.npz from convae-train, or its run "
-                        "directory (default: the weights shipped with convae)")
+    parser.add_argument("--weights", type=nonempty_path,
+                        help="model.npz from convae-train, or its run directory "
+                        "(default: the weights shipped with convae)")
 
 
 def common_arguments(parser):
     """Add the flags shared by the figure commands: weights and data."""
     weights_argument(parser)
-    parser.add_argument("--data-dir", help="directory with the IDX files "
+    parser.add_argument("--data-dir", type=nonempty_path, help="directory with the IDX files "
                         "(default: as convae-train)")
     parser.add_argument("--dataset", choices=sorted(data.DATASETS), default="mnist")
 
@@ -96,26 +106,22 @@ def _directory_problem(directory):
 def writable_directory(directory, flag):
     """Make sure a file can be written in ``directory`` (made by whatever
     writes there, if missing): PathError, naming the flag, if not."""
-    if not directory:
-        raise PathError("{} is empty: give it a directory (. for this one)".format(flag))
     problem = _directory_problem(directory)
     if problem:
         raise PathError("{} {}: {}".format(flag, directory, problem))
     return directory
 
 
-def writable_path(path, flag):
-    """``path``, given as ``flag``, or PathError if it could not be written
-    (its directory is made by whatever writes it, if missing)."""
-    if not path:
-        raise PathError("{} is empty: give it a file name".format(flag))
-    if path.endswith(os.sep) or os.path.isdir(path):
-        raise PathError("cannot write {}: it names a directory; give a file name".format(path))
-    directory = os.path.dirname(os.path.abspath(path))
+def writable_path(name):
+    """``name``, or PathError if it could not be written (its directory is
+    made by whatever writes it, if missing)."""
+    if name.endswith(os.sep) or os.path.isdir(name):
+        raise PathError("cannot write {}: it names a directory; give a file name".format(name))
+    directory = os.path.dirname(os.path.abspath(name))
     problem = _directory_problem(directory)
     if problem:
-        raise PathError("cannot write {}: {}: {}".format(path, directory, problem))
-    return path
+        raise PathError("cannot write {}: {}: {}".format(name, directory, problem))
+    return name
 
 
 def describe(error):

@@ -96,7 +96,7 @@ def onnx_model(params):
 
 def export(args):
     """Write the ONNX model that ``args`` asks for; returns 0."""
-    out = cli.writable_path(args.out, "--out")
+    out = cli.writable_path(args.out)
     model = onnx_model(parameters(cli.weights_path(args.weights)))
     data = model.SerializeToString()
     files.write_atomically(out, lambda f: f.write(data))
@@ -113,7 +113,8 @@ def main(argv=None):
     """The export command; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="convae-export", description=__doc__.split("\n")[0])
     cli.weights_argument(parser)
-    parser.add_argument("--out", default="model.onnx", help="the ONNX file to write")
+    parser.add_argument("--out", type=cli.nonempty_path, default="model.onnx",
+                        help="the ONNX file to write")
     return cli.run_command("convae-export", lambda: export(parser.parse_args(argv)))
 
 

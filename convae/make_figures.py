@@ -27,7 +27,7 @@ def make_all(codec, X_test, y_test, metrics, denoiser, out_dir):
     written = []
 
     def save(fig, name):
-        path = cli.writable_path(os.path.join(out_dir, name), "--out-dir")
+        path = cli.writable_path(os.path.join(out_dir, name))
         figures.save_figure(fig, path)
         written.append(path)
 
@@ -70,11 +70,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="convae-figures",
                                      description=__doc__.split("\n")[0])
     cli.common_arguments(parser)
-    parser.add_argument("--metrics", default=SHIPPED_METRICS,
+    parser.add_argument("--metrics", type=cli.nonempty_path, default=SHIPPED_METRICS,
                         help="metrics.jsonl of the run (default: the shipped run's)")
-    parser.add_argument("--denoising-weights", default=SHIPPED_DENOISING_WEIGHTS,
+    parser.add_argument("--denoising-weights", type=cli.nonempty_path,
+                        default=SHIPPED_DENOISING_WEIGHTS,
                         help="weights of a --noise gaussian run (default: shipped)")
-    parser.add_argument("--out-dir", default="figures")
+    parser.add_argument("--out-dir", type=cli.nonempty_path, default="figures")
     return cli.run_command("convae-figures", lambda: make_figures(parser.parse_args(argv)))
 
 

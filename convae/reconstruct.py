@@ -43,7 +43,7 @@ def reconstruct(args):
     """Plot and print what ``args`` asks for; returns 0."""
     convae.runtime.enable()
     figure_format(args.out)  # a name it cannot be written as: before any work
-    out = cli.writable_path(args.out, "--out")
+    out = cli.writable_path(args.out)
     weights = cli.weights_path(args.weights)
     X_test, y_test = data.load_test_set(args.dataset, args.data_dir)
     indices = pick_indices(y_test, args.indices, args.n, args.seed)
@@ -68,7 +68,8 @@ def main(argv=None):
     choice.add_argument("--n", type=cli.positive_int,
                         help="this many random test digits (at most {})".format(MAX_PAIRS))
     parser.add_argument("--seed", type=cli.seed, default=0, help="seed for --n")
-    parser.add_argument("--out", default=os.path.join("figures", "reconstructions.png"),
+    parser.add_argument("--out", type=cli.nonempty_path,
+                        default=os.path.join("figures", "reconstructions.png"),
                         help="the figure; .png, .pdf, .svg, ... as its name ends "
                         "(default: %(default)s)")
     return cli.run_command("convae-reconstruct", lambda: reconstruct(parser.parse_args(argv)))

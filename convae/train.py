@@ -323,7 +323,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="convae-train",
         description="Train the post's convolutional autoencoder.")
-    p.add_argument("--data-dir", help="directory with the four IDX files "
+    p.add_argument("--data-dir", type=cli.nonempty_path, help="directory with the four IDX files "
                    "(default: $CONVAE_DATA_DIR/<dataset> or a per-user cache; "
                    "missing files are downloaded)")
     p.add_argument("--dataset", choices=sorted(data.DATASETS),
@@ -344,7 +344,7 @@ def parse_args(argv=None):
                    "stays clean (default: none)")
     p.add_argument("--noise-level", type=float,
                    help="std of the Gaussian noise, or masking probability (default: 0.3)")
-    p.add_argument("--out", default="runs/default",
+    p.add_argument("--out", type=cli.nonempty_path, default="runs/default",
                    help="directory for checkpoints and metrics")
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved in --out")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from convae import figures, files, make_figures, reconstruct
+from convae import bench, export, figures, files, make_figures, reconstruct, train
 from convae.codec import Codec
 
 import reference
@@ -192,12 +192,29 @@ def test_reconstruct_refuses_foreign_weights_and_unwritable_output(mnist_dir, tm
     assert code == 1 and "cannot" in err and "\n" not in err
 
 
+@pytest.mark.parametrize("command,flag", [
+    (reconstruct, "--out"), (reconstruct, "--weights"), (reconstruct, "--data-dir"),
+    (make_figures, "--out-dir"), (make_figures, "--metrics"),
+    (make_figures, "--denoising-weights"), (export, "--out"), (export, "--weights"),
+    (train, "--out"), (train, "--data-dir"), (bench, "--data-dir")])
+def test_an_empty_name_for_a_path_flag_is_a_usage_error(command, flag, capsys, tmp_path,
+                                                        monkeypatch):
+    # Before, some fell back to a default or the current directory, others
+    # failed after their work naming nothing (or a temporary file).
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        command.main([flag, ""])
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert done.value.code == 2
+    assert err.endswith("error: argument {}: must name a file or directory, got ''".format(flag))
+    assert os.listdir(tmp_path) == []
+
+
 def test_reconstruct_refuses_an_out_that_names_no_file(mnist_dir, tmp_path, capsys,
                                                        monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "figs").mkdir()
-    for out, message in [("", "--out is empty: give it a file name"),
-                         ("new/", "cannot write new/: it names a directory; give a file name"),
+    for out, message in [("new/", "cannot write new/: it names a directory; give a file name"),
                          ("x.png/", "cannot write x.png/: it names a directory"),
                          ("figs", "cannot write figs: it names a directory")]:
         code = reconstruct.main(["--data-dir", mnist_dir, "--out", out])
@@ -247,10 +264,6 @@ def test_an_out_dir_that_is_a_file_is_refused_before_any_work(tmp_path, capsys, 
     assert make_figures.main(["--out-dir", str(tmp_path / "figs")]) == 1
     assert capsys.readouterr().err.strip() == (
         "convae-figures: error: --out-dir {}: not a directory".format(tmp_path / "figs"))
-    monkeypatch.chdir(tmp_path)
-    assert make_figures.main(["--out-dir", ""]) == 1
-    assert capsys.readouterr().err == ("convae-figures: error: --out-dir is empty: give it "
-                                       "a directory (. for this one)\n")
 
 
 def test_shipped_run_is_documented():

@@ -328,7 +328,7 @@ def main(argv=None):
     parser.add_argument("--no-cold", action="store_true",
                         help="skip the cold compile (about a minute)")
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
-    parser.add_argument("--pytorch", metavar="PYTHON",
+    parser.add_argument("--pytorch", metavar="PYTHON", type=cli.nonempty_path,
                         help="also time scripts/bench_pytorch.py with this Python (one "
                         "with PyTorch), in the same run")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)

@@ -196,7 +196,7 @@ def test_reconstruct_refuses_foreign_weights_and_unwritable_output(mnist_dir, tm
     (reconstruct, "--out"), (reconstruct, "--weights"), (reconstruct, "--data-dir"),
     (make_figures, "--out-dir"), (make_figures, "--metrics"),
     (make_figures, "--denoising-weights"), (export, "--out"), (export, "--weights"),
-    (train, "--out"), (train, "--data-dir"), (bench, "--data-dir")])
+    (train, "--out"), (train, "--data-dir"), (bench, "--data-dir"), (bench, "--pytorch")])
 def test_an_empty_name_for_a_path_flag_is_a_usage_error(command, flag, capsys, tmp_path,
                                                         monkeypatch):
     # Before, some fell back to a default or the current directory, others

@@ -18,8 +18,9 @@ class Codec:
     decode(z): (N, 256) -> (N, 1, 28, 28).
 
     Images are floats with pixels in [0, 1) (``convae.data``'s: 8-bit pixels
-    divided by 256), codes floats; any float dtype is taken as float32. Other
-    shapes or dtypes are a ValueError saying what was expected.
+    divided by 256; 1.0, as dividing by 255 gives, is taken too), codes
+    floats; any float dtype is taken as float32. Other shapes, dtypes or
+    pixel values are a ValueError saying what was expected.
     """
 
     def __init__(self, weights=None):
@@ -71,7 +72,13 @@ def _batch(values, shape, what):
     if values.dtype.kind != "f":
         hint = " in [0, 1): divide 8-bit pixels by 256" if what == "images" else ""
         raise ValueError("{} must be floats{}, got {}".format(what, hint, values.dtype))
-    return values.astype(np.float32, copy=False)
+    values = values.astype(np.float32, copy=False)
+    if what == "images" and values.size and not (values.min() >= 0 and values.max() <= 1):
+        # Pixels of 0-255 in a float array, or standardised ones: as wrong as
+        # 8-bit pixels, and silent but for the garbage out.
+        raise ValueError("images must be floats in [0, 1): divide 8-bit pixels by 256, got "
+                         "values from {:g} to {:g}".format(values.min(), values.max()))
+    return values
 
 
 def _apply(function, batch, out_shape):

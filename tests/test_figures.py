@@ -85,6 +85,7 @@ def test_codec_takes_float_batches_of_the_network_s_shapes(codec, digits):
     assert z.shape == (3, 256) and z.dtype == np.float32
     np.testing.assert_array_equal(codec.decode(z.tolist()), codec.decode(z))
     assert codec.reconstruct(X[:0]).shape == (0, 1, 28, 28)
+    assert codec.reconstruct(np.ones((1, 1, 28, 28))).shape == (1, 1, 28, 28)  # pixels / 255
     assert codec.encode(X[:0]).shape == (0, 256)
     assert codec.decode(np.zeros((0, 256), np.float32)).shape == (0, 1, 28, 28)
 
@@ -102,6 +103,10 @@ def test_codec_loads_a_run_directory_as_the_commands_do(codec, digits, tmp_path)
     ("reconstruct", np.zeros((2, 28, 28), np.float32), "shape (N, 1, 28, 28), got shape (2, 28, 28)"),
     ("encode", np.zeros((2, 3, 28, 28), np.float32), "got shape (2, 3, 28, 28)"),
     ("reconstruct", np.zeros((2, 1, 28, 28), np.uint8), "divide 8-bit pixels by 256, got uint8"),
+    ("reconstruct", np.full((2, 1, 28, 28), 255, np.float32),
+     "images must be floats in [0, 1): divide 8-bit pixels by 256, got values from 255 to 255"),
+    ("encode", np.linspace(-0.5, 1, 2 * 784, dtype=np.float32).reshape(2, 1, 28, 28),
+     "got values from -0.5 to 1"),
     ("decode", np.zeros((2, 255), np.float32), "shape (N, 256), got shape (2, 255)"),
     ("decode", np.zeros((2, 256), np.int64), "codes must be floats, got int64"),
 ])

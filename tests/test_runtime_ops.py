@@ -15,7 +15,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from theano.tensor.nnet.corr import CorrMM, CorrMM_gradInputs, CorrMM_gradWeights
 from theano.tensor.signal.pool import MaxPoolGrad, Pool
 
-from convae.runtime.contiguous import AxisSum, ChannelSum, MaxPool2x2, MaxPool2x2Grad, Repeat
+from convae.runtime.contiguous import (AxisSum, ChannelSum, MaxPool2x2, MaxPool2x2Grad, Repeat,
+                                       Upscale2x)
 from convae.runtime import kernel_choice
 from convae.runtime.corr import KERNEL_FEATURES, KERNELS_RUN, BatchedCorr
 from convae.runtime.dot import ParallelDot
@@ -162,6 +163,37 @@ def test_repeat_and_its_adjoint_axis_sum():
     for axis in (1, 3, 4):
         expected = pairs.astype(np.float64).sum(axis=axis).astype(np.float32)
         np.testing.assert_array_equal(compiled(AxisSum(axis), pairs), expected)
+
+
+def test_upscale_2x_puts_each_value_in_a_2x2_block():
+    rng = np.random.RandomState(5)
+    # odd sizes; the post's last upscaling, large enough to go parallel; one value
+    for shape in [(3, 4, 5, 7), (128, 32, 12, 12), (1, 1, 1, 1)]:
+        x = rng.randn(*shape).astype("float32")
+        expected = np.repeat(np.repeat(x, 2, axis=2), 2, axis=3)
+        np.testing.assert_array_equal(compiled(Upscale2x(), x), expected)
+
+
+def test_upscale_layer_is_one_upscale_2x_where_its_maps_shape_is_known():
+    """Upscale2DLayer's two repeats become Upscale2x where C, H and W are
+    constants of the graph (in the post's network, from a reshape of the
+    dense layer's output and from the convolutions); elsewhere they stay."""
+    from lasagne.layers import InputLayer, ReshapeLayer, Upscale2DLayer, get_output
+    rng = np.random.RandomState(6)
+    v = rng.randn(2, 3 * 5 * 7).astype("float32")
+    expected = np.repeat(np.repeat(v.reshape(2, 3, 5, 7), 2, axis=2), 2, axis=3)
+    flat, maps = T.fmatrix(), T.ftensor4()
+    known = Upscale2DLayer(ReshapeLayer(InputLayer((None, 105), flat), ([0], 3, 5, 7)), 2)
+    unknown = Upscale2DLayer(InputLayer((None, 3, 5, 7), maps), 2)
+    for var, layer, value, fused in [(flat, known, v, True),
+                                     (maps, unknown, v.reshape(2, 3, 5, 7), False)]:
+        f = theano.function([var], get_output(layer))
+        ops = {type(node.op).__name__ for node in f.maker.fgraph.toposort()}
+        assert ("Upscale2x" in ops) == fused and ("Repeat" in ops) != fused, ops
+        np.testing.assert_array_equal(f(value), expected)
+        # Its gradient is the sum over each block, as before.
+        g = theano.function([var], T.grad(get_output(layer).sum() * 1.5, var))
+        np.testing.assert_array_equal(g(value), np.full(value.shape, 6.0, np.float32))
 
 
 def test_channel_sum_is_a_bias_gradient():

@@ -17,6 +17,9 @@ the cores with OpenMP; ``convae.runtime.rewrites`` swaps them in:
   without writing the activations out (where nothing else reads them);
 * ``Repeat(axis, times)``: x with a new axis of length ``times`` inserted at
   ``axis``, every slice a copy of x (the ``Alloc`` inside ``repeat``);
+* ``Upscale2x``: maps (N, C, H, W) upscaled to (N, C, 2H, 2W), each value
+  a 2x2 block: what ``Upscale2DLayer``'s two calls of ``repeat`` give, in
+  one pass;
 * ``AxisSum(axis)``: the sum over one axis, accumulated in double precision
   as Theano does, rounded to float32; ``ChannelSum``: likewise over every
   axis but the channels (a bias gradient);
@@ -226,6 +229,31 @@ class Repeat(ContiguousLoop):
         convae_split(%(out)s, %(axis)d, &outer, &length, &inner);
         convae_repeat((const float*)PyArray_DATA(in0), (float*)PyArray_DATA(%(out)s),
                       outer, inner, %(times)d);
+        """
+
+
+class Upscale2x(ContiguousLoop):
+    """x (N, C, H, W) -> (N, C, 2H, 2W): each value of x in a 2x2 block."""
+
+    __props__ = ()
+
+    def make_node(self, x):
+        x = T.as_tensor_variable(x)
+        if x.dtype != "float32" or x.ndim != 4:
+            raise TypeError("Upscale2x takes a 4-D float32 tensor")
+        return theano.Apply(self, [x], [x.type()])
+
+    def infer_shape(self, node, shapes):
+        n, c, h, w = shapes[0]
+        return [(n, c, 2 * h, 2 * w)]
+
+    def body(self):
+        return """
+        const npy_intp* xd = PyArray_DIMS(in0);
+        const npy_intp dims[4] = {xd[0], xd[1], 2 * xd[2], 2 * xd[3]};
+        if (convae_prepare(&%(out)s, 4, dims)) %(fail)s
+        convae_upscale_2x((const float*)PyArray_DATA(in0), (float*)PyArray_DATA(%(out)s),
+                          xd[0] * xd[1] * xd[2], xd[3]);
         """
 
 

@@ -15,7 +15,7 @@ from theano.tensor.signal.pool import MaxPoolGrad, Pool
 
 from convae.runtime.contiguous import (AxisSum, BiasActivation, BiasActivationMaxPool2x2,
                                        ChannelSum, MaxPool2x2, MaxPool2x2Grad, Repeat,
-                                       float32_tanh)
+                                       Upscale2x, float32_tanh)
 from convae.runtime.corr import BatchedCorr
 from convae.runtime.dot import ParallelDot
 from convae.runtime.mrg import ParallelMRGUniform
@@ -227,6 +227,64 @@ def local_max_pool_tanh_grad(node):
     return False
 
 
+def view_base(var):
+    """The variable var is a view of through DimShuffles that only add or drop
+    broadcastable axes (the views around repeat's copies)."""
+    while (var.owner is not None and isinstance(var.owner.op, T.DimShuffle)
+           and [d for d in var.owner.op.new_order if d != "x"]
+           == [d for d in range(var.owner.inputs[0].ndim)
+               if d not in var.owner.op.drop]):
+        var = var.owner.inputs[0]
+    return var
+
+
+def _trailing_constants(shape, count):
+    """The last ``count`` entries of a shape vector or tuple as ints, or None
+    where any is not a constant."""
+    try:
+        return tuple(int(T.get_scalar_constant_value(shape[i]))
+                     for i in range(-count, 0))
+    except T.NotScalarConstantError:
+        return None
+
+
+def _repeated_twice(var, axis):
+    """The Apply node of var = Repeat(axis, 2)(...), else None."""
+    owner = var.owner
+    if (owner is not None and isinstance(owner.op, Repeat)
+            and (owner.op.axis, owner.op.times) == (axis, 2)):
+        return owner
+    return None
+
+
+@theano.gof.local_optimizer([T.Reshape])
+def local_upscale_2x(node):
+    """Replace Upscale2DLayer's two repeats (of columns, then of rows) of
+    maps x (N, C, H, W) by Upscale2x(x): Reshape{4}(Repeat{axis=3}(a view
+    of Reshape{4}(Repeat{axis=4}(x)))), where the reshapes give
+    (N, C, H, 2W) and then (N, C, 2H, 2W). C, H and W must be known
+    constants (the post's are); each reshape keeps the number of values, so
+    its first axis is then N."""
+    if not isinstance(node.op, T.Reshape) or node.outputs[0].ndim != 4:
+        return False
+    rows = _repeated_twice(node.inputs[0], 3)
+    middle = view_base(rows.inputs[0]) if rows is not None else None
+    if middle is None or middle.owner is None or not isinstance(middle.owner.op, T.Reshape) \
+            or middle.ndim != 4:
+        return False
+    columns = _repeated_twice(middle.owner.inputs[0], 4)
+    x = columns.inputs[0] if columns is not None else None
+    shape_feature = getattr(node.fgraph, "shape_feature", None)
+    if x is None or x.ndim != 4 or shape_feature is None:
+        return False
+    c, h, w = _trailing_constants(shape_feature.shape_of[x], 3) or (None,) * 3
+    if (c is None or _trailing_constants(middle.owner.inputs[1], 3) != (c, h, 2 * w)
+            or _trailing_constants(node.inputs[1], 3) != (c, 2 * h, 2 * w)):
+        return False
+    out = Upscale2x()(x)
+    return [out] if out.type == node.outputs[0].type else False
+
+
 @theano.gof.local_optimizer([Dot22, Dot22Scalar])
 def local_parallel_dot(node):
     """Replace float32 Dot22, and Dot22Scalar by a constant, by ParallelDot."""
@@ -270,7 +328,8 @@ PASSES = [
     ("convae_float32_tanh", (local_float32_tanh, local_relu_bias), 48.6),
     ("convae_batched_corr", (local_batched_corr,), 48.65),
     ("convae_contiguous_ops", (local_contiguous_ops,), 48.66),
-    ("convae_pool_fusions", (local_bias_activation_max_pool, local_max_pool_tanh_grad), 48.665),
+    ("convae_fusions", (local_bias_activation_max_pool, local_max_pool_tanh_grad,
+                        local_upscale_2x), 48.665),
     ("convae_parallel_dot", (local_parallel_dot,), 48.668),
     ("convae_parallel_mrg_uniform", (local_parallel_mrg_uniform,), 48.67),
 ]

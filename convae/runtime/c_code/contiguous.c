@@ -97,6 +97,21 @@ static void convae_repeat(const float* x, float* y, npy_intp outer, npy_intp inn
     }
 }
 
+/* y (rows, 2, 2 w): each row of x (rows, w) with every value twice, written
+   twice: 2x nearest-neighbour upscaling of maps (N, C, H, W) with rows =
+   N C H, in one pass (the two repeats it replaces wrote and read back a map
+   of twice x's size in between). */
+static void convae_upscale_2x(const float* x, float* y, npy_intp rows, npy_intp w)
+{
+    #pragma omp parallel for schedule(static) if (4 * rows * w > CONVAE_PARALLEL_MIN)
+    for (npy_intp r = 0; r < rows; r++) {
+        /* spreading twice beat spreading once and copying (0.30 against
+           0.38 ms for (128, 32, 12, 12), Xeon 6/207, 2 threads) */
+        convae_spread_pairs(x + r * w, y + 4 * r * w, w);
+        convae_spread_pairs(x + r * w, y + (4 * r + 2) * w, w);
+    }
+}
+
 /* y (outer, inner) = the sum of x (outer, length, inner) over its middle axis,
    accumulated in double. 64 sums at a time, each its own double, so that no
    sum waits for the one before: 64 inner positions of one outer index, or

@@ -37,6 +37,9 @@ CONV_SHAPES = [(16, 1, 28, 32, 5), (16, 32, 12, 32, 5), (13, 32, 12, 32, 5),
                # pixel count that is no multiple of 12, 32 input channels with
                # 5 filters (only the gradient for the inputs fits its blocks).
                (3, 32, 9, 64, (3, 2)), (4, 32, 10, 5, 3),
+               # 32 channels, 5x5, rows of 11 top pixels: AVX-512's gradient for
+               # the inputs in 8 pixels and then 3, a block short of a row.
+               (3, 32, 15, 32, 5),
                # Rows of 39 pixels: two and a half vectors of 16 in the row kernels.
                (2, 1, 40, 32, 3),
                # Three input channels, five filters, top rows of 17: the

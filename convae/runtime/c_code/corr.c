@@ -225,11 +225,16 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
                                              || (wide && direction == CONVAE_FORWARD));
     const int scatter = direction == CONVAE_GRAD_INPUTS
         && convae_grad_inputs_scatter_fits(convae_channel_block(wide), C, W, kh, kw);
+    /* The AVX-512 gradient for the inputs a filter row at a time, for the
+       filter widths it is built for. */
+    const int rows_inputs = direction == CONVAE_GRAD_INPUTS && !scatter && wide
+                            && (kw == 5 || kw == 3);
     int failed = 0;
     #pragma omp parallel
     {
         const size_t scratch = scatter ? (size_t)kh * kw * P
-                             : direction == CONVAE_GRAD_INPUTS ? (size_t)H * W * C
+                             : direction == CONVAE_GRAD_INPUTS
+                               ? (size_t)H * W * C + (rows_inputs ? (size_t)F * 8 : 0)
                              : (direction == CONVAE_GRAD_WEIGHTS && !by_rows
                                 ? (size_t)nb * P * F : 0);
         float* tmp = scratch ? convae_alloc_floats(scratch, 0) : NULL;
@@ -251,6 +256,11 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
                                  : convae_grad_inputs_scatter_avx2<3, 3>))(
                     b + (long)step * F * P, w, out + (long)step * C * H * W, tmp,
                     C, H, W, F);
+            } else if (rows_inputs) {
+                (kw == 5 ? convae_grad_inputs_rows_avx512<5>
+                         : convae_grad_inputs_rows_avx512<3>)(
+                    b + (long)step * F * P, w, out + (long)step * C * H * W,
+                    tmp, tmp + (size_t)H * W * C, C, H, W, F, kh);
             } else if (direction == CONVAE_GRAD_INPUTS) {
                 (wide ? convae_grad_inputs_avx512 : convae_grad_inputs_avx2)(
                     b + (long)step * F * P, w, out + (long)step * C * H * W,

@@ -62,10 +62,11 @@ find_python() {  # prints the interpreter for .venv, or says how to get one
     return 1
 }
 
-if [ "${1:-}" = "--which-python" ]; then
-    find_python
-    exit
-fi
+case "$*" in
+    "") ;;
+    --which-python) find_python; exit ;;
+    *) echo "usage: bash scripts/setup.sh [--which-python]" >&2; exit 2 ;;
+esac
 
 have_openblas() {  # the same places convae/runtime/openblas.py looks
     local f

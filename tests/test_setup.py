@@ -79,3 +79,14 @@ def test_a_python_the_user_names_is_used_or_refused_never_passed_over(tmp_path):
             assert done.stdout == "" and done.stderr.count("\n") == 1
             assert done.stderr.startswith("setup: PYTHON={} is not a CPython 3.9 to 3.11".format(
                 named))
+
+
+def test_an_argument_setup_does_not_take_is_a_usage_error_before_any_work(tmp_path):
+    # A mistyped --which-python used to run the whole set-up instead.
+    path = machine(tmp_path, {})
+    for args in (["--which-pyhton"], ["--which-python", "extra"], ["-h"]):
+        done = subprocess.run(["/bin/bash", SETUP] + args,
+                              env={"PATH": path, "HOME": os.environ.get("HOME", "/root")},
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and done.stdout == ""
+        assert done.stderr == "usage: bash scripts/setup.sh [--which-python]\n"

@@ -65,6 +65,16 @@ class Pooled2x2:
         return [pooled_shape(shapes[0])]
 
 
+class OfMaps:
+    """What the ops of one float32 tensor of maps (N, C, H, W) share: their node."""
+
+    def make_node(self, x):
+        x = T.as_tensor_variable(x)
+        if x.dtype != "float32" or x.ndim != 4:
+            raise TypeError("{} takes a 4-D float32 tensor".format(type(self).__name__))
+        return theano.Apply(self, [x], [x.type()])
+
+
 class ContiguousLoop(ContiguousFloat32Op):
     """An op whose loop is a function of ``c_code/contiguous.c``."""
 
@@ -232,16 +242,10 @@ class Repeat(ContiguousLoop):
         """
 
 
-class Upscale2x(ContiguousLoop):
+class Upscale2x(OfMaps, ContiguousLoop):
     """x (N, C, H, W) -> (N, C, 2H, 2W): each value of x in a 2x2 block."""
 
     __props__ = ()
-
-    def make_node(self, x):
-        x = T.as_tensor_variable(x)
-        if x.dtype != "float32" or x.ndim != 4:
-            raise TypeError("Upscale2x takes a 4-D float32 tensor")
-        return theano.Apply(self, [x], [x.type()])
 
     def infer_shape(self, node, shapes):
         n, c, h, w = shapes[0]
@@ -319,16 +323,10 @@ class ChannelSum(ContiguousLoop):
         """
 
 
-class MaxPool2x2(Pooled2x2, ContiguousLoop):
+class MaxPool2x2(Pooled2x2, OfMaps, ContiguousLoop):
     """x (N, C, H, W) -> (N, C, H // 2, W // 2): the maximum of each 2x2 block."""
 
     __props__ = ()
-
-    def make_node(self, x):
-        x = T.as_tensor_variable(x)
-        if x.dtype != "float32" or x.ndim != 4:
-            raise TypeError("MaxPool2x2 takes a 4-D float32 tensor")
-        return theano.Apply(self, [x], [x.type()])
 
     def body(self):
         return self.DIMS_C + """

@@ -50,3 +50,26 @@ def test_this_machine_runs_the_core_its_cpu_deserves():
     assert running == (forced or own)
     # A value the user set always wins, even one convae would not choose.
     assert core_in_fresh_process(OPENBLAS_CORETYPE="Haswell") == ["Haswell", "Haswell"]
+
+
+@pytest.mark.parametrize("asked,running,warned", [
+    (None, "SkylakeX", False), ("SkylakeX", "SkylakeX", False), ("haswell", "Haswell", False),
+    ("Foo", "Cooperlake", True), ("", "Cooperlake", True), ("Haswell", None, False)])
+def test_a_coretype_openblas_does_not_run_is_a_warning(asked, running, warned):
+    problem = openblas.coretype_problem(asked, running)
+    assert (problem is not None) == warned
+    if warned:
+        assert problem.startswith("OPENBLAS_CORETYPE={!r}: OpenBLAS runs its {} core "
+                                  "instead".format(asked, running))
+
+
+@pytest.mark.skipif(openblas.find_openblas() is None, reason="no OpenBLAS installed")
+def test_the_fast_path_warns_of_a_coretype_openblas_does_not_know():
+    probe = "import convae; convae.runtime.enable()"
+    for value, warned in (("convae_no_such_core", True), ("haswell", False)):
+        env = dict(os.environ, OPENBLAS_CORETYPE=value)
+        done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert ("OPENBLAS_CORETYPE='convae_no_such_core': OpenBLAS runs its "
+                in done.stderr) == warned, done.stderr

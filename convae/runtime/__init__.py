@@ -13,7 +13,8 @@ Two steps, one automatic and one explicit:
   ``contiguous``, ``mrg``, ``dot``), makes Theano's compile cache hit across processes
   (``module_cache``), runs OpenBLAS on one thread (OpenMP already splits the
   convolutions over the cores, and OpenBLAS's own threads fought its threads
-  for them), keeps freed per-batch memory in the heap (``malloc``), and lets
+  for them), warns where an OPENBLAS_CORETYPE you set is not the core
+  OpenBLAS runs, keeps freed per-batch memory in the heap (``malloc``), and lets
   ``convae.train`` keep compiled functions for the next process
   (``function_cache``). Where more than one convolution kernel can run a
   layer, the fastest on this machine is measured once and kept
@@ -24,6 +25,7 @@ commands and for ``enable()`` alike.
 """
 import importlib
 import os
+import warnings
 
 from convae.runtime import defaults
 
@@ -50,6 +52,10 @@ def enable():
     malloc.keep_freed_memory()
     if "OPENBLAS_NUM_THREADS" not in os.environ:
         openblas.set_threads(1)
+    problem = openblas.coretype_problem(os.environ.get("OPENBLAS_CORETYPE"),
+                                        openblas.core_name())
+    if problem:
+        warnings.warn(problem, RuntimeWarning, stacklevel=2)
     module_cache.fix()
     rewrites.register()
     _enabled = True

@@ -158,6 +158,21 @@ def probe_core(path):
     return done.stdout.strip()
 
 
+def coretype_problem(asked, running):
+    """A warning, in one line, where the user's OPENBLAS_CORETYPE ``asked`` is
+    not the core OpenBLAS runs (``running``), else None.
+
+    OpenBLAS takes a name it has no core for (a typo, or an empty value)
+    without a word and runs another: 0.3.21 runs 'Cooperlake' for 'Foo' on
+    the Xeon of family 6, model 207, whose own choice convae would make
+    'SkylakeX'. Names are matched as OpenBLAS matches them, in any case.
+    """
+    if asked is None or running is None or asked.strip().lower() == running.lower():
+        return None
+    return ("OPENBLAS_CORETYPE={!r}: OpenBLAS runs its {} core instead (no core of "
+            "that name in this OpenBLAS); unset it to let convae choose".format(asked, running))
+
+
 def choose_core():
     """Set OPENBLAS_CORETYPE before OpenBLAS loads where it would run a generic core.
 

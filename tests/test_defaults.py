@@ -159,3 +159,20 @@ def test_blas_settings_that_cannot_work_are_one_line_not_a_crash(tmp_path):
         # The linker's own words follow its complaint (": No such file ..." with GNU ld).
         assert done.stderr.startswith(said) and done.stderr.count("\n") == said.count("\n") + (
             not said.endswith("\n")), done.stderr
+
+
+def test_a_start_with_convae_s_own_blas_links_nothing():
+    # The link check is for a blas.ldflags the user set: run at every import,
+    # it cost each start 35-65 ms of g++.
+    spy = ("import subprocess\nrun = subprocess.run\ncalls = []\n"
+           "subprocess.run = lambda args, **kw: calls.append(args) or run(args, **kw)\n"
+           "import convae, theano\n"
+           "print(theano.config.blas.ldflags, '|', sum('-shared' in c for c in calls))")
+    env = {k: v for k, v in os.environ.items() if k not in ("THEANO_FLAGS", "THEANORC")}
+    for flags, linked in (("", "0"), ("blas.ldflags=-lblas", "1")):
+        done = subprocess.run([sys.executable, "-c", spy], cwd=REPO, timeout=300, text=True,
+                              env=dict(env, THEANORC=os.devnull, THEANO_FLAGS=flags),
+                              capture_output=True)
+        assert done.returncode == 0, done.stderr
+        ldflags, links = [part.strip() for part in done.stdout.split("|")]
+        assert links == linked and ldflags, done.stdout

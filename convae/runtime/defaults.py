@@ -77,25 +77,26 @@ def load_theano():
     except ValueError as e:
         said = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
         raise SettingError(SETTINGS + (said.splitlines()[0] if said else type(e).__name__))
-    check_blas(theano.config, "blas.ldflags" in user_settings())
+    check_blas(theano.config)
 
 
-def check_blas(config, user_ldflags):
+def check_blas(config):
     """SettingError for a BLAS setting of Theano's ``config`` that cannot work.
 
     * ``openmp`` on with an empty ``blas.ldflags`` (convae leaves OpenMP off
       then; see the module docstring): the first convolution would kill the
       process;
-    * ``blas.ldflags`` set by the user (``user_ldflags``) to flags the
+    * a ``blas.ldflags`` other than convae's own (so the user's) that the
       compiler cannot link with, such as a library that is not installed:
       every compiled function would fail with a page of compiler output.
+      convae's own is not linked here: that would cost every start 35-65 ms.
     """
     ldflags = config.blas.ldflags.strip()
     if config.openmp and not ldflags:
         raise SettingError(SETTINGS + "openmp=True with no BLAS in blas.ldflags kills "
                            "Theano 1.0.5 at its first convolution; link one (apt-get "
                            "install libopenblas-dev) or leave openmp unset")
-    if user_ldflags and ldflags and config.cxx:
+    if ldflags and ldflags != openblas_ldflags() and config.cxx:
         problem = link_problem(config.cxx, ldflags)
         if problem:
             raise SettingError(SETTINGS + "blas.ldflags={!r} does not link: {}".format(
@@ -134,12 +135,17 @@ def default_flags(user):
     will be linked (see the module docstring). Theano reads it when an op is
     made, so it is set here, before Theano is imported.
     """
-    blas = find_openblas()
-    ldflags = "-L{} -lopenblas".format(os.path.dirname(blas)) if blas else ""
+    ldflags = openblas_ldflags()
     flags = {"floatX": "float32", "blas.ldflags": ldflags}
     if fast_path_enabled() and user.get("blas.ldflags", ldflags).strip():
         flags["openmp"] = "True"
     return flags
+
+
+def openblas_ldflags():
+    """convae's ``blas.ldflags``: the linkable OpenBLAS found, or '' if none is."""
+    blas = find_openblas()
+    return "-L{} -lopenblas".format(os.path.dirname(blas)) if blas else ""
 
 
 def user_settings():

@@ -234,7 +234,8 @@ static int convae_corr_direct(convae_direction direction, int wide, const float*
     {
         const size_t scratch = scatter ? (size_t)kh * kw * P
                              : direction == CONVAE_GRAD_INPUTS
-                               ? (size_t)H * W * C + (rows_inputs ? (size_t)F * 8 : 0)
+                               ? (size_t)H * W * C
+                                 + (rows_inputs ? (size_t)F * CONVAE_INPUT_ROW_PIXELS : 0)
                              : (direction == CONVAE_GRAD_WEIGHTS && !by_rows
                                 ? (size_t)nb * P * F : 0);
         float* tmp = scratch ? convae_alloc_floats(scratch, 0) : NULL;

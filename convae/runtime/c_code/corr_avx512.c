@@ -93,12 +93,13 @@ static void convae_forward_rows_avx512(const float* x, const float* Wt, const in
    alternating). The 8 pixels' top values of every
    filter are first copied into gtop (F x 8, zero past the row's end). Wr is
    (kh*KW, F, C), as for convae_grad_inputs_avx512; writes b (C, H, W). */
+#define CONVAE_INPUT_ROW_PIXELS 8
 template <int KW>
 static void convae_grad_inputs_rows_avx512(const float* g, const float* Wr, float* b,
                                            float* hwc, float* gtop, int C, int H, int W,
                                            int F, int kh)
 {
-    enum { PIXELS = 8, REACH = PIXELS + KW - 1 };
+    enum { PIXELS = CONVAE_INPUT_ROW_PIXELS, REACH = PIXELS + KW - 1 };
     const int oh = H - kh + 1, ow = W - KW + 1, P = oh * ow;
     memset(hwc, 0, (size_t)H * W * C * sizeof(float));
     for (int r = 0; r < oh; r++)

@@ -187,7 +187,8 @@ def load_params(path, network):
     directory holding one) into ``network``.
 
     Raises ParameterFileError if the file is missing, unreadable or holds
-    parameters of another architecture.
+    parameters of another architecture, or values that are not finite
+    floating-point numbers; float64 values are rounded to a float32 network.
     """
     path = parameter_file(path)
     try:
@@ -201,9 +202,18 @@ def load_params(path, network):
                                      "file: give the model.npz beside it, or the run "
                                      "directory".format(path))
         raise ParameterFileError("{}: not a parameter file (no {})".format(path, e))
-    shapes = [p.get_value().shape for p in lasagne.layers.get_all_params(network)]
+    params = lasagne.layers.get_all_params(network)
+    shapes = [p.get_value().shape for p in params]
     if [v.shape for v in values] != shapes:
         raise ParameterFileError(
             "{}: parameters of another architecture ({} arrays, expected {} "
             "shaped {})".format(path, len(values), len(shapes), shapes))
-    lasagne.layers.set_all_param_values(network, values)
+    for i, value in enumerate(values):
+        if value.dtype.kind != "f":
+            raise ParameterFileError("{}: arr_{} holds {} values, not floating point".format(
+                path, i, value.dtype))
+        if not np.isfinite(value).all():
+            raise ParameterFileError("{}: arr_{} holds NaN or infinite values".format(path, i))
+    # A run under THEANO_FLAGS=floatX=float64 saves float64: round to this network's type.
+    lasagne.layers.set_all_param_values(
+        network, [value.astype(p.dtype, copy=False) for value, p in zip(values, params)])

@@ -1,11 +1,15 @@
 """Atomic writes: a failed write leaves the old file (and no directory it made), a good
-one has normal permissions."""
+one has normal permissions; parameter files hold finite floating-point values."""
 import os
 import stat
 
+import lasagne
+import numpy as np
 import pytest
 
-from convae.files import make_directories, remove_empty, write_atomically
+from convae.files import (SHIPPED_WEIGHTS, ParameterFileError, load_params, make_directories,
+                          remove_empty, write_atomically)
+from convae.model import build_convolutional_autoencoder
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -53,3 +57,38 @@ def test_remove_empty_stops_at_a_directory_that_is_not_empty(tmp_path):
     (tmp_path / "x" / "kept.txt").write_text("the user's")
     remove_empty(made)
     assert [p.name for p in (tmp_path / "x").iterdir()] == ["kept.txt"]
+
+
+def shipped_values():
+    with np.load(SHIPPED_WEIGHTS) as f:
+        return [f["arr_%d" % i] for i in range(len(f.files))]
+
+
+def test_float64_parameters_are_rounded_into_the_float32_network(tmp_path):
+    """A run under THEANO_FLAGS=floatX=float64 saves float64 arrays."""
+    values = [v.astype(np.float64) + 1e-9 for v in shipped_values()]
+    np.savez(tmp_path / "model.npz", *values)
+    network = build_convolutional_autoencoder()
+    load_params(str(tmp_path), network)
+    loaded = lasagne.layers.get_all_param_values(network)
+    assert [v.dtype for v in loaded] == [np.float32] * len(values)
+    for got, saved in zip(loaded, values):
+        np.testing.assert_array_equal(got, saved.astype(np.float32))
+
+
+@pytest.mark.parametrize("spoil,message", [
+    (lambda v: v.astype(np.int32), "arr_1 holds int32 values, not floating point"),
+    (lambda v: np.where(np.arange(v.size) == 7, np.nan, v).astype(v.dtype),
+     "arr_1 holds NaN or infinite values"),
+    (lambda v: np.full_like(v, np.inf), "arr_1 holds NaN or infinite values"),
+])
+def test_parameters_that_are_not_finite_floats_are_refused(tmp_path, spoil, message):
+    values = shipped_values()
+    values[1] = spoil(values[1])
+    np.savez(tmp_path / "bad.npz", *values)
+    network = build_convolutional_autoencoder()
+    before = lasagne.layers.get_all_param_values(network)
+    with pytest.raises(ParameterFileError, match="bad.npz: " + message):
+        load_params(str(tmp_path / "bad.npz"), network)
+    for kept, was in zip(lasagne.layers.get_all_param_values(network), before):
+        np.testing.assert_array_equal(kept, was)

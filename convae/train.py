@@ -220,6 +220,12 @@ class Run:
             raise TrainingError("{}: checkpoint of another training setup "
                                 "(optimizer or noise)".format(saved.path))
         for value, var in zip(saved.state, self.state):
+            if value.dtype != var.dtype:
+                raise TrainingError(
+                    "{}: checkpoint of a {} run; this one computes in {}: resume with "
+                    "THEANO_FLAGS=floatX={}".format(saved.path, value.dtype, var.dtype,
+                                                    value.dtype))
+        for value, var in zip(saved.state, self.state):
             var.set_value(value)
         self.metrics = saved.metrics
         self.epoch, self.batch, self.err_sum = saved.epoch, saved.batch, saved.err_sum

@@ -143,10 +143,17 @@ def test_bad_checkpoints_are_refused(mnist_dir, tmp_path, capsys):
     run.save()
     with np.load(run_dir / "checkpoint.npz") as f:
         saved = dict(f)
-    saved["architecture"] = np.array("[]")
-    np.savez(tmp_path / "checkpoint.npz", **saved)
+    np.savez(tmp_path / "checkpoint.npz", **dict(saved, architecture=np.array("[]")))
     code, err = error_of(capsys, base)
     assert code == 1 and "another architecture" in err
+    # A checkpoint of a run under THEANO_FLAGS=floatX=float64.
+    np.savez(tmp_path / "checkpoint.npz", **{
+        key: value.astype(np.float64) if key.startswith("shared_") else value
+        for key, value in saved.items()})
+    code, err = error_of(capsys, base)
+    assert code == 1 and "\n" not in err
+    assert err.endswith("checkpoint.npz: checkpoint of a float64 run; this one computes in "
+                        "float32: resume with THEANO_FLAGS=floatX=float64")
 
 
 def test_bad_data_is_a_one_line_error(mnist_dir, tmp_path, capsys):

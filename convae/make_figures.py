@@ -55,12 +55,12 @@ def make_figures(args):
     """Write every figure as ``args`` asks; returns 0."""
     convae.runtime.enable()
     cli.writable_directory(args.out_dir, "--out-dir")  # before any work, not after it
-    weights = cli.weights_path(args.weights)
-    denoising = cli.weights_path(args.denoising_weights)
+    # Every file the user named is read before the data, which may need a download.
+    codec = Codec(cli.weights_path(args.weights))
+    denoising = Codec(cli.weights_path(args.denoising_weights))
     metrics = figures.read_metrics(args.metrics)
     X_test, y_test = data.load_test_set(args.dataset, args.data_dir)
-    for path in make_all(Codec(weights), X_test, y_test, metrics, Codec(denoising),
-                         args.out_dir):
+    for path in make_all(codec, X_test, y_test, metrics, denoising, args.out_dir):
         print("wrote " + path)
     return 0
 

@@ -44,11 +44,11 @@ def reconstruct(args):
     convae.runtime.enable()
     figure_format(args.out)  # a name it cannot be written as: before any work
     out = cli.writable_path(args.out)
-    weights = cli.weights_path(args.weights)
+    codec = Codec(cli.weights_path(args.weights))  # before the data, which may need a download
     X_test, y_test = data.load_test_set(args.dataset, args.data_dir)
     indices = pick_indices(y_test, args.indices, args.n, args.seed)
     originals = X_test[indices]
-    reconstructions = Codec(weights).reconstruct(originals)
+    reconstructions = codec.reconstruct(originals)
     errors = squared_errors(originals, reconstructions)
     for index, error in zip(indices, errors):
         print("test image {:5d} (label {}): MSE {:.6f}".format(index, y_test[index], error))

@@ -288,11 +288,17 @@ def test_damaged_weights_are_one_line_naming_them(mnist_dir, tmp_path, capsys, d
         np.save(open(weights, "wb"), np.zeros(3))
     else:
         weights.write_text("not weights")
+    # Damaged test files too: the weights are read first, before any data
+    # (which, missing, would be downloaded).
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (data_dir / name).write_bytes(b"\x1f\x8bjunk")
     for command in (reconstruct.main, make_figures.main):
         flag = "--weights" if command is reconstruct.main else "--denoising-weights"
         out = ["--out", str(tmp_path / "x.png")] if command is reconstruct.main else [
             "--out-dir", str(tmp_path / "figs")]
-        code = command(["--data-dir", mnist_dir, flag, str(weights)] + out)
+        code = command(["--data-dir", str(data_dir), flag, str(weights)] + out)
         err = capsys.readouterr().err.strip()
         assert code == 1 and str(weights) in err and "\n" not in err, err
 

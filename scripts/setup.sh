@@ -68,6 +68,14 @@ case "$*" in
     *) echo "usage: bash scripts/setup.sh [--which-python]" >&2; exit 2 ;;
 esac
 
+# A .venv made earlier with another Python (say 3.12) cannot take Theano: say
+# so before any work, rather than let pip fail on numpy at the end.
+if [ -x .venv/bin/python ] && ! supported .venv/bin/python; then
+    echo "setup: .venv runs a Python other than CPython 3.9 to 3.11 (Theano 1.0.5" \
+         "needs numpy < 1.24); remove it (rm -rf .venv) and run this again" >&2
+    exit 1
+fi
+
 have_openblas() {  # the same places convae/runtime/openblas.py looks
     local f
     for f in /usr/lib/*/libopenblas.so /usr/lib/libopenblas.so \

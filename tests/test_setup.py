@@ -90,3 +90,22 @@ def test_an_argument_setup_does_not_take_is_a_usage_error_before_any_work(tmp_pa
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and done.stdout == ""
         assert done.stderr == "usage: bash scripts/setup.sh [--which-python]\n"
+
+
+def test_a_venv_of_another_python_is_refused_before_any_work(tmp_path):
+    """A .venv made earlier with Python 3.12 used to reach pip, which failed on numpy."""
+    (tmp_path / "scripts").mkdir()
+    with open(SETUP) as f:
+        (tmp_path / "scripts" / "setup.sh").write_text(f.read())
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").write_text("#!/bin/bash\n" + PYTHON_312)
+    (tmp_path / ".venv" / "bin" / "python").chmod(0o755)
+    path = machine(tmp_path, {"apt-get": "echo apt-get ran >&2; exit 1\n"})
+    done = subprocess.run(["/bin/bash", str(tmp_path / "scripts" / "setup.sh")],
+                          env={"PATH": path, "HOME": os.environ.get("HOME", "/root")},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == ("setup: .venv runs a Python other than CPython 3.9 to 3.11 "
+                           "(Theano 1.0.5 needs numpy < 1.24); remove it (rm -rf .venv) "
+                           "and run this again\n")
+    assert sorted(os.listdir(tmp_path / ".venv")) == ["bin"]

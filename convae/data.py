@@ -159,7 +159,9 @@ def default_data_dir(dataset):
     debian = DATASETS[dataset]["debian_dir"]
     if debian and all(_locate(debian, name) for name in FILES):
         return debian
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(cache):  # unset, empty or relative: the XDG spec says ignore it
+        cache = os.path.expanduser("~/.cache")
     return os.path.join(cache, "convae", dataset)
 
 

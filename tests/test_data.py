@@ -200,6 +200,13 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("CONVAE_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert data.default_data_dir("mnist") == str(tmp_path / "convae" / "mnist")
+    # A relative XDG_CACHE_HOME is to be ignored (XDG Base Directory spec), not
+    # taken relative to wherever the command runs.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for ignored in ("", "relative/cache"):
+        monkeypatch.setenv("XDG_CACHE_HOME", ignored)
+        assert data.default_data_dir("mnist") == str(tmp_path / "home" / ".cache" / "convae"
+                                                     / "mnist")
 
 
 def test_fashion_mnist_from_debian_package():

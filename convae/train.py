@@ -462,6 +462,12 @@ def main(argv=None):
             if os.path.exists(path):
                 raise TrainingError("{} holds a run already: pass --resume to continue "
                                     "it, or choose another --out".format(args.out))
+            earlier = [name for name in (files.MODEL_FILE, "metrics.jsonl", "test.json")
+                       if os.path.exists(os.path.join(args.out, name))]
+            if earlier:  # a run whose checkpoint is gone: a new one would overwrite them
+                raise TrainingError("{} holds {} of an earlier run, which a new run would "
+                                    "overwrite: choose another --out".format(
+                                        args.out, " and ".join(earlier)))
             saved, notes = None, []
             settings, epochs = new_settings(args), args.epochs or DEFAULT_EPOCHS
         cli.writable_directory(args.out, "--out")

@@ -121,6 +121,15 @@ def test_saved_parameters_load_the_lasagne_way(mnist_dir, tmp_path, capsys):
     # Running again into the same directory without --resume is refused.
     assert train.main(["--data-dir", mnist_dir, "--out", str(out)] + SMALL) == 1
     assert "--resume" in capsys.readouterr().err
+    # Without its checkpoint (deleted to save space, say), the run's parameters
+    # are still not overwritten by a new run.
+    os.remove(out / "checkpoint.npz")
+    model = (out / "model.npz").read_bytes()
+    code, err = error_of(capsys, ["--data-dir", mnist_dir, "--out", str(out)] + SMALL)
+    assert code == 1 and err == ("convae-train: error: {} holds model.npz and metrics.jsonl "
+                                 "and test.json of an earlier run, which a new run would "
+                                 "overwrite: choose another --out".format(out))
+    assert (out / "model.npz").read_bytes() == model
 
 
 def error_of(capsys, argv):

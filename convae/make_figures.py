@@ -37,8 +37,7 @@ def make_all(codec, X_test, y_test, metrics, denoiser, out_dir):
         ["#{} ({})".format(i, y_test[i]) for i in shown]), "reconstructions.png")
     save(figures.learning_curves_figure(metrics), "learning_curves.png")
     save(figures.filters_figure(codec.first_layer_filters()), "filters.png")
-    codes = np.concatenate([codec.encode(X_test[i:i + 500])
-                            for i in range(0, len(X_test), 500)])
+    codes = codec.encode(X_test)
     save(figures.code_pca_figure(codes, y_test), "code_pca.png")
     first, last = shown[4], shown[9]
     path = figures.interpolate_codes(codes[first], codes[last], 8)

@@ -32,6 +32,7 @@ import theano
 import theano.tensor as T
 
 from convae import checkpoint, cli, data, files
+from convae.codec import EVAL_BATCH
 from convae.model import build_convolutional_autoencoder
 from convae.runtime import function_cache
 
@@ -147,9 +148,6 @@ def iterate_minibatches(inputs, batchsize, order=None):
     indices = np.arange(len(inputs)) if order is None else order
     for start in range(0, len(inputs) - batchsize + 1, batchsize):
         yield inputs[indices[start:start + batchsize]]
-
-
-EVAL_BATCH = 500
 
 
 def mean_loss(fn, inputs, batchsize=EVAL_BATCH):

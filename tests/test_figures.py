@@ -90,6 +90,23 @@ def test_codec_takes_float_batches_of_the_network_s_shapes(codec, digits):
     assert codec.decode(np.zeros((0, 256), np.float32)).shape == (0, 1, 28, 28)
 
 
+def test_codec_calls_its_functions_on_slices_of_at_most_eval_batch(codec, digits):
+    """A whole test set in one call took 1 GB more and up to 10x the time."""
+    from convae import codec as codec_module
+    X = np.concatenate([digits[0]] * 2)[:codec_module.EVAL_BATCH * 2 + 3]
+    one_by_one = np.concatenate([codec._reconstruct(X[i:i + 1]) for i in range(len(X))])
+    calls = []
+    function = codec._reconstruct
+    codec._reconstruct = lambda batch: calls.append(len(batch)) or function(batch)
+    try:
+        sliced = codec.reconstruct(X)
+    finally:
+        codec._reconstruct = function
+    assert calls == [codec_module.EVAL_BATCH] * 2 + [3]
+    # Another batch size may run other kernels, which sum in another order.
+    np.testing.assert_allclose(sliced, one_by_one, rtol=0, atol=1e-6)
+
+
 def test_codec_loads_a_run_directory_as_the_commands_do(codec, digits, tmp_path):
     from convae import files
     (tmp_path / "run").mkdir()

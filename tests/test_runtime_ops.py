@@ -47,7 +47,10 @@ CONV_SHAPES = [(16, 1, 28, 32, 5), (16, 32, 12, 32, 5), (13, 32, 12, 32, 5),
                (3, 3, 18, 5, 3),
                # One image and 32 filters: with two threads, one has no image
                # for the direct weight gradients (by rows of 17, and not).
-               (1, 16, 18, 32, 3), (1, 16, 8, 32, 3)]
+               (1, 16, 18, 32, 3), (1, 16, 8, 32, 3),
+               # Three channels, a 3x5 filter, rows of 16: the row kernels with
+               # taps of every (c, i, j) of a filter that is not square.
+               (2, 3, 20, 32, (3, 5))]
 # The channels each direct kernel keeps in registers come in blocks of this many.
 KERNEL_BLOCKS = {"avx512": 32, "avx2": 16, "blas": 1, "auto": 1}
 

@@ -161,6 +161,36 @@ def test_blas_settings_that_cannot_work_are_one_line_not_a_crash(tmp_path):
             not said.endswith("\n")), done.stderr
 
 
+def test_theano_modes_the_network_cannot_run_in_are_one_line_not_a_traceback(tmp_path):
+    """Each failed at the first function, with a page of traceback."""
+    env = dict(os.environ, THEANORC=str(tmp_path / "no-theanorc"))
+    python = ("runs Python code, which Theano 1.0.5's convolutions and convae's ops do not "
+              "have; optimizer=fast_compile compiles fast too")
+    pooling = ("runs Theano 1.0.5's Python pooling, which fails on numpy 1.23; NanGuardMode "
+               "or optimizer=fast_compile work")
+    for flags, said in [
+            ("floatX=float16", "floatX=float16: convae's network trains in float32 (or float64)"),
+            ("cxx=", "no C++ compiler (cxx is empty): Theano compiles this network's ops "
+             "with one; install g++ (apt-get install g++)"),
+            ("mode=FAST_COMPILE", "mode=FAST_COMPILE " + python),
+            ("linker=py", "linker=py " + python),
+            ("mode=DebugMode", "mode=DebugMode " + pooling),
+            ("mode=DEBUG_MODE", "mode=DEBUG_MODE " + pooling),
+            # Not refused: each trained the post's network on 256 images in a trial.
+            ("floatX=float64", None), ("optimizer=fast_compile", None),
+            ("mode=NanGuardMode", None), ("linker=c|py", None), ("mode=FAST_RUN", None)]:
+        done = subprocess.run([sys.executable, "-m", "convae.train", "--help"], cwd=REPO,
+                              env=dict(env, THEANO_FLAGS=flags), capture_output=True,
+                              text=True, timeout=300)
+        if said is None:
+            assert done.returncode == 0 and "usage: convae-train" in done.stdout, done.stderr
+            continue
+        assert done.returncode == 1 and done.stdout == "", done.stderr
+        # Without a compiler Theano warns first, in two lines of its own.
+        assert done.stderr.endswith(ERROR + said + "\n"), done.stderr
+        assert done.stderr.count("\n") == (3 if flags == "cxx=" else 1), done.stderr
+
+
 def test_a_start_with_convae_s_own_blas_links_nothing():
     # The link check is for a blas.ldflags the user set: run at every import,
     # it cost each start 35-65 ms of g++.

@@ -77,7 +77,41 @@ def load_theano():
     except ValueError as e:
         said = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
         raise SettingError(SETTINGS + (said.splitlines()[0] if said else type(e).__name__))
+    check_modes(theano.config)
     check_blas(theano.config)
+
+
+def check_modes(config):
+    """SettingError for a setting of Theano's ``config`` under which the post's
+    network cannot run, where Theano would fail only at the first function,
+    with a page of traceback:
+
+    * a ``floatX`` other than float32 and float64: with float16, Lasagne's
+      updates come out float32 and Theano refuses them;
+    * no C++ compiler (``cxx`` empty): convae's ops, and Theano 1.0.5's
+      convolutions, exist only as C;
+    * Theano's Python linker (``mode=FAST_COMPILE``, or ``linker=py``), for
+      the same reason;
+    * ``mode=DebugMode``: it runs Theano's Python pooling too, which indexes
+      arrays in a way numpy 1.23 refuses.
+    """
+    if config.floatX not in ("float32", "float64"):
+        raise SettingError(SETTINGS + "floatX={}: convae's network trains in float32 "
+                           "(or float64)".format(config.floatX))
+    if not config.cxx:
+        raise SettingError(SETTINGS + "no C++ compiler (cxx is empty): Theano compiles "
+                           "this network's ops with one; install g++ (apt-get install g++)")
+    python_linker = ("mode=FAST_COMPILE" if config.mode == "FAST_COMPILE"
+                     else "linker=py" if config.mode == "Mode" and config.linker == "py"
+                     else None)
+    if python_linker:
+        raise SettingError(SETTINGS + "{} runs Python code, which Theano 1.0.5's "
+                           "convolutions and convae's ops do not have; "
+                           "optimizer=fast_compile compiles fast too".format(python_linker))
+    if config.mode in ("DebugMode", "DEBUG_MODE"):
+        raise SettingError(SETTINGS + "mode={} runs Theano 1.0.5's Python pooling, which "
+                           "fails on numpy 1.23; NanGuardMode or optimizer=fast_compile "
+                           "work".format(config.mode))
 
 
 def check_blas(config):

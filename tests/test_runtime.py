@@ -281,3 +281,27 @@ def test_import_only_sets_defaults_and_enable_switches_the_fast_path_on(module):
     assert after["changed_env"] == expected_env
     assert not after["theano_cache_key"] and not after["theano_cop_version"]
     assert after["rewrites"] and after["blas_threads"] == 1
+
+
+# With optimizer=None, Theano runs its abstract convolution's Python code.
+PYTHON_CONVOLUTION = """
+import sys
+import numpy as np, convae, theano, theano.tensor as T
+sys.path.insert(0, "tests")
+import reference
+x, w = T.tensor4(), T.tensor4()
+f = theano.function([x, w], T.nnet.conv2d(x, w))
+assert [type(n.op).__name__ for n in f.maker.fgraph.toposort()] == ["AbstractConv2d"]
+rng = np.random.RandomState(0)
+xv, wv = rng.randn(2, 3, 9, 8).astype("float32"), rng.randn(4, 3, 3, 2).astype("float32")
+np.testing.assert_allclose(f(xv, wv), reference.conv2d_valid(xv, wv), rtol=1e-5, atol=1e-5)
+print("ok")
+"""
+
+
+def test_theano_s_python_convolution_finds_today_s_scipy(tmp_path):
+    """Theano 1.0.5 looked for scipy.signal's internals where scipy 1.8 no longer has them."""
+    env = dict(os.environ, THEANORC=str(tmp_path / "no-theanorc"), THEANO_FLAGS="optimizer=None")
+    done = subprocess.run([sys.executable, "-c", PYTHON_CONVOLUTION], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr[-2000:]

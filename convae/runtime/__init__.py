@@ -5,8 +5,9 @@ Two steps, one automatic and one explicit:
 * ``prepare()``, run by ``import convae``: what must happen before Theano and
   Lasagne are first imported, and nothing else. It sets Theano's defaults
   (float32, a linked OpenBLAS, OpenMP; see ``defaults``), each only if the
-  user did not set it, and makes ``import lasagne`` work with Lasagne
-  master's layers on PyPI's Lasagne 0.1 (see ``lasagne_backport``).
+  user did not set it, lets Theano's Python convolutions find today's
+  scipy.signal (``scipy_signal``), and makes ``import lasagne`` work with
+  Lasagne master's layers on PyPI's Lasagne 0.1 (see ``lasagne_backport``).
 * ``enable()``, called by convae's commands and by a notebook user in one
   line (``convae.runtime.enable()``): the fast path. It registers the graph
   rewrites that swap in convae's C ops (``rewrites``, ``corr``,
@@ -27,7 +28,7 @@ import importlib
 import os
 import warnings
 
-from convae.runtime import defaults
+from convae.runtime import defaults, scipy_signal
 
 _enabled = False
 
@@ -36,6 +37,7 @@ def prepare():
     """Set Theano's defaults and make ``import lasagne`` work (see the module docstring)."""
     defaults.configure()
     defaults.load_theano()
+    scipy_signal.fix()
     importlib.import_module("convae.runtime.lasagne_backport")  # its import is its effect
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything convae needs, on a fresh Debian/Ubuntu machine or an old one:
 #  1. OpenBLAS from the distribution (libopenblas-dev), which Theano links for
-#     its BLAS calls and gemm-based convolutions, and Fashion-MNIST
+#     its BLAS calls and gemm-based convolutions, g++ if there is none (Theano
+#     compiles every op with it), and Fashion-MNIST
 #     (dataset-fashion-mnist, 30 MB) for --dataset fashion;
 #  2. a virtual environment in .venv with requirements.txt and convae itself,
 #     made with CPython 3.9 to 3.11 (Theano 1.0.5 needs numpy < 1.24, whose
@@ -87,6 +88,7 @@ have_openblas() {  # the same places convae/runtime/openblas.py looks
 
 packages=""
 have_openblas || packages="libopenblas-dev"
+command -v g++ >/dev/null 2>&1 || packages="$packages g++"  # Theano compiles with it
 [ -d /usr/share/datasets/fashion-mnist ] || packages="$packages dataset-fashion-mnist"
 if [ -n "$packages" ]; then
     sudo=""

@@ -15,7 +15,7 @@ def machine(tmp_path, programs):
     """A PATH holding only the given stand-in programs and the tools setup.sh needs."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("dirname", "rm"):
+    for tool in ("dirname", "rm", "id"):
         os.symlink(subprocess.check_output(["which", tool], text=True).strip(), bin_dir / tool)
     for name, script in programs.items():
         (bin_dir / name).write_text("#!/bin/bash\n" + script)
@@ -109,3 +109,22 @@ def test_a_venv_of_another_python_is_refused_before_any_work(tmp_path):
                            "(Theano 1.0.5 needs numpy < 1.24); remove it (rm -rf .venv) "
                            "and run this again\n")
     assert sorted(os.listdir(tmp_path / ".venv")) == ["bin"]
+
+
+def test_a_machine_without_g_plus_plus_gets_it_from_apt(tmp_path):
+    """Theano compiles every op with g++; setup used to leave a machine without it."""
+    (tmp_path / "scripts").mkdir()
+    with open(SETUP) as f:
+        (tmp_path / "scripts" / "setup.sh").write_text(f.read())
+    log = tmp_path / "apt.log"
+    # apt-get stops setup at the install, before any venv is made.
+    apt = 'echo "$*" >> {}\ncase "$1" in update) exit 0;; *) exit 1;; esac\n'.format(log)
+    path = machine(tmp_path, {"apt-get": apt})  # no g++ on this PATH
+    done = subprocess.run(["/bin/bash", str(tmp_path / "scripts" / "setup.sh")],
+                          env={"PATH": path, "HOME": os.environ.get("HOME", "/root")},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    update, install = log.read_text().splitlines()
+    assert update == "update -qq" and install.startswith("install -y -qq ")
+    assert "g++" in install.split()
+    assert not os.path.exists(tmp_path / ".venv")

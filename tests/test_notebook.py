@@ -26,6 +26,9 @@ def test_it_runs_top_to_bottom_in_a_fresh_kernel(mnist_dir, tmp_path, monkeypatc
     # convae finds MNIST at $CONVAE_DATA_DIR/mnist, as a user's would.
     os.symlink(os.path.abspath(mnist_dir), tmp_path / "mnist")
     monkeypatch.setenv("CONVAE_DATA_DIR", str(tmp_path))
+    # The kernel's temporary files go here: the run's checkpoints must not stay.
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     for cell in notebook.cells:
         if cell.cell_type == "code":
@@ -41,3 +44,4 @@ def test_it_runs_top_to_bottom_in_a_fresh_kernel(mnist_dir, tmp_path, monkeypatc
     losses = [float(v) for v in re.findall(r"validation loss ([0-9.]+)", printed)]
     assert len(losses) == 6 and losses[-1] < losses[0]
     assert "img/s" in printed and "loss=" in printed  # the progress bar
+    assert os.listdir(tmp_path / "tmp") == []

@@ -10,7 +10,8 @@ parameters in ``OUT/model.npz`` (plain ``np.load`` +
 ``lasagne.layers.set_all_param_values``) and everything needed to resume in
 ``OUT/checkpoint.npz``. The three are written together (all or none of
 them), atomically; a NaN or infinite loss stops training without touching
-the last good checkpoint; Ctrl-C (or SIGTERM) saves where it is and exits, and
+the last good checkpoint; Ctrl-C (or SIGTERM, or the SIGHUP of a closed
+terminal) saves where it is and exits, and
 ``--resume`` continues exactly from there, with the same settings (a new
 ``--epochs`` or ``--lr`` applies from there on; any other change is refused).
 """
@@ -422,6 +423,17 @@ def load_checkpoint(path):
     return checkpoint.load(path, [field.name for field in fields(Settings)])
 
 
+def stop(number, stops):
+    """A stopping signal's handler: note it in ``stops``. After SIGHUP the terminal
+    is gone, and writing to it fails: output goes to /dev/null from then on."""
+    stops.append(number)
+    if number == signal.SIGHUP:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
 def prepare_data(settings, data_dir):
     """Training, validation and test images for ``settings`` (labels dropped);
     TrainingError for a limit beyond its split or too few images for a batch."""
@@ -491,11 +503,12 @@ def main(argv=None):
                 print("Resuming at epoch {}, batch {}".format(run.epoch + 1, run.batch + 1))
             for note in notes:
                 print(note)
-        # Ctrl-C, or the SIGTERM a batch scheduler sends before it kills a job:
-        # the state at the current batch is saved first.
+        # Ctrl-C, the SIGTERM a batch scheduler sends before it kills a job, or
+        # the SIGHUP of a closed terminal (an SSH session that dropped): the
+        # state at the current batch is saved first.
         stops = []
-        previous = {number: signal.signal(number, lambda number, _: stops.append(number))
-                    for number in (signal.SIGINT, signal.SIGTERM)}
+        previous = {number: signal.signal(number, lambda number, _: stop(number, stops))
+                    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             stage = "while training"
             finished = run.train(X_train, X_val, epochs, stop_requested=lambda: bool(stops))
@@ -505,7 +518,7 @@ def main(argv=None):
         if not finished:
             print("Interrupted: state saved in {}; continue with --resume".format(
                 args.out))
-            return 128 + stops[0]  # the shell's code for that signal: 130, 143
+            return 128 + stops[0]  # the shell's code for that signal: 130, 143, 129
         stage = ("during the final test evaluation; training is complete and saved "
                  "in {} (--resume evaluates again)".format(args.out))
         test_err = mean_loss(run.compiled.val_fn, X_test)

@@ -4,6 +4,8 @@ import gc
 import itertools
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -244,6 +246,34 @@ def run_small(mnist_dir, out, *flags):
 def snapshot(directory):
     """Every file in ``directory`` with its bytes."""
     return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_a_closed_terminal_saves_and_resume_finishes(mnist_dir, tmp_path):
+    """An SSH session that drops: the kernel sends SIGHUP, and the terminal
+    the progress bar writes to is gone. This killed training, losing the epoch."""
+    command = [sys.executable, "-m", "convae.train", "--data-dir", mnist_dir,
+               "--out", str(tmp_path), "--epochs", "3", "--limit-train", "3000",
+               "--limit-val", "200", "--batch-size", "50"]
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: its controlling terminal is the pty
+        os.chdir(REPO)
+        os.execv(sys.executable, command)
+    deadline = time.time() + 300
+    while not os.path.exists(tmp_path / "checkpoint.npz") and time.time() < deadline:
+        try:  # keep the terminal's buffer drained
+            select.select([terminal], [], [], 0.1)[0] and os.read(terminal, 65536)
+        except OSError:
+            break
+    time.sleep(0.3)  # into epoch 2
+    os.close(terminal)  # hang up
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 129
+    with np.load(tmp_path / "checkpoint.npz") as saved:
+        assert saved["position"].tolist() != [1, 0]  # kept what epoch 2 had done
+    done = subprocess.run(command + ["--resume"], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
 
 
 def test_resume_refuses_other_settings_and_applies_epochs_and_lr(mnist_dir, tmp_path, capsys):

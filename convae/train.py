@@ -282,14 +282,15 @@ class Run:
                 epoch=self.epoch + 1, seconds=round(seconds, 3),
                 images_per_s=round(images_per_s, 1),
                 train_loss=self.err_sum / n_batches, val_loss=val_err))
-            self.log("Epoch {} of {} took {:.1f}s ({:.0f} images/s): training "
-                     "loss {:.6f}, validation loss {:.6f}".format(
-                         self.epoch + 1, epochs, seconds, images_per_s,
-                         self.err_sum / n_batches, val_err))
-            self.report_dead_network(X_val)
+            line = ("Epoch {} of {} took {:.1f}s ({:.0f} images/s): training loss {:.6f}, "
+                    "validation loss {:.6f}".format(self.epoch + 1, epochs, seconds,
+                                                    images_per_s, self.err_sum / n_batches,
+                                                    val_err))
             self.epoch, self.batch, self.err_sum = self.epoch + 1, 0, 0.0
             self.epoch_rng_state = self.shuffle_rng.get_state()
-            self.save()
+            self.save()  # first: a line that cannot be written (a closed pipe) loses nothing
+            self.log(line)
+            self.report_dead_network(X_val)
             if stop_requested() and self.epoch < epochs:
                 return False
         return True

@@ -55,6 +55,21 @@ def test_short_run_lowers_validation_loss(small_data, tmp_path):
     assert losses[-1] < float(np.mean(X_val ** 2))
 
 
+def test_an_epoch_is_saved_before_its_line_is_printed(small_data, tmp_path):
+    """`convae-train | head -1`: the epoch line's write fails (a closed pipe);
+    the epoch it reports is on disk already."""
+    X_train, X_val, _ = small_data
+
+    def closed_pipe(line):
+        raise BrokenPipeError(32, "Broken pipe")
+    run = train.Run(settings(), str(tmp_path), log=closed_pipe)
+    with pytest.raises(BrokenPipeError):
+        run.train(X_train, X_val, 2)
+    with np.load(tmp_path / "checkpoint.npz") as saved:
+        assert saved["position"].tolist() == [1, 0]
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+
+
 def test_same_seed_same_losses_bit_for_bit(small_data, tmp_path):
     X_train, X_val, _ = small_data
     runs = []

@@ -46,7 +46,7 @@ def reconstruct(args):
     out = cli.writable_path(args.out)
     codec = Codec(cli.weights_path(args.weights))  # before the data, which may need a download
     X_test, y_test = data.load_test_set(args.dataset, args.data_dir)
-    indices = pick_indices(y_test, args.indices, args.n, args.seed)
+    indices = pick_indices(y_test, args.indices, args.n, args.seed or 0)
     originals = X_test[indices]
     reconstructions = codec.reconstruct(originals)
     errors = squared_errors(originals, reconstructions)
@@ -67,12 +67,15 @@ def main(argv=None):
     choice.add_argument("--indices", type=parse_indices, help="test-set indices, e.g. 0,7,42")
     choice.add_argument("--n", type=cli.positive_int,
                         help="this many random test digits (at most {})".format(MAX_PAIRS))
-    parser.add_argument("--seed", type=cli.seed, default=0, help="seed for --n")
+    parser.add_argument("--seed", type=cli.seed, help="seed for --n (default 0)")
     parser.add_argument("--out", type=cli.nonempty_path,
                         default=os.path.join("figures", "reconstructions.png"),
                         help="the figure; .png, .pdf, .svg, ... as its name ends "
                         "(default: %(default)s)")
-    return cli.run_command("convae-reconstruct", lambda: reconstruct(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    if args.seed is not None and args.n is None:  # it would pick nothing: say so
+        parser.error("--seed picks the --n random digits; give --n too")
+    return cli.run_command("convae-reconstruct", lambda: reconstruct(args))
 
 
 if __name__ == "__main__":

@@ -320,6 +320,16 @@ def test_damaged_weights_are_one_line_naming_them(mnist_dir, tmp_path, capsys, d
         assert code == 1 and str(weights) in err and "\n" not in err, err
 
 
+def test_a_seed_without_n_is_a_usage_error(capsys):
+    """It picks the --n random digits; without --n it was silently ignored."""
+    for argv in (["--seed", "5"], ["--indices", "3", "--seed", "5"]):
+        with pytest.raises(SystemExit) as done:
+            reconstruct.main(argv)
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and err.endswith(
+            "error: --seed picks the --n random digits; give --n too\n")
+
+
 @pytest.mark.parametrize("indices", [",", "", "a,b"])
 def test_indices_that_name_no_digit_are_a_usage_error(indices, capsys):
     with pytest.raises(SystemExit) as done:

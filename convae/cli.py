@@ -51,10 +51,11 @@ def seed(text):
 def nonempty_path(text):
     """argparse type: a file or directory name, not empty (an empty name
     silently meant a default or the current directory, or failed naming
-    nothing)."""
+    nothing), with a leading ``~`` expanded: the shell leaves it in
+    ``--out=~/runs/x``, which made a directory named ``~`` here."""
     if not text:
         raise argparse.ArgumentTypeError("must name a file or directory, got ''")
-    return text
+    return os.path.expanduser(text)
 
 
 def weights_argument(parser):

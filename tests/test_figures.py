@@ -232,6 +232,22 @@ def test_an_empty_name_for_a_path_flag_is_a_usage_error(command, flag, capsys, t
     assert os.listdir(tmp_path) == []
 
 
+def test_a_tilde_in_a_path_flag_means_the_home_directory(mnist_dir, tmp_path, capsys,
+                                                         monkeypatch):
+    """The shell leaves '~' alone in --out=~/x: it made a directory named '~' here."""
+    (tmp_path / "home").mkdir()
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert reconstruct.main(["--data-dir", mnist_dir, "--indices", "3",
+                             "--out=~/figs/x.png"]) == 0
+    (tmp_path / "home" / "w.npz").write_bytes(open(files.SHIPPED_WEIGHTS, "rb").read())
+    assert export.main(["--weights=~/w.npz", "--out=~/model.onnx"]) == 0
+    assert sorted(os.listdir(tmp_path / "home")) == ["figs", "model.onnx", "w.npz"]
+    assert os.listdir(tmp_path / "home" / "figs") == ["x.png"]
+    assert os.listdir(tmp_path / "cwd") == []
+
+
 def test_reconstruct_refuses_an_out_that_names_no_file(mnist_dir, tmp_path, capsys,
                                                        monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -154,8 +154,8 @@ def sha256_ok(path, dataset, name):
 
 def default_data_dir(dataset):
     """The directory convae reads ``dataset`` from when none is given."""
-    if os.environ.get("CONVAE_DATA_DIR"):
-        return os.path.join(os.environ["CONVAE_DATA_DIR"], dataset)
+    if os.environ.get("CONVAE_DATA_DIR"):  # "~/data" in quotes: the shell left the ~
+        return os.path.join(os.path.expanduser(os.environ["CONVAE_DATA_DIR"]), dataset)
     debian = DATASETS[dataset]["debian_dir"]
     if debian and all(_locate(debian, name) for name in FILES):
         return debian

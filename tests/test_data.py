@@ -209,6 +209,13 @@ def test_default_cache_dir(monkeypatch, tmp_path):
                                                      / "mnist")
 
 
+def test_a_tilde_in_convae_data_dir_means_the_home_directory(monkeypatch, tmp_path):
+    """export CONVAE_DATA_DIR="~/data", quoted, leaves the ~ to convae."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("CONVAE_DATA_DIR", "~/data")
+    assert data.default_data_dir("mnist") == str(tmp_path / "data" / "mnist")
+
+
 def test_fashion_mnist_from_debian_package():
     directory = data.DATASETS["fashion"]["debian_dir"]
     if not os.path.isdir(directory):

@@ -431,7 +431,10 @@ def stop(number, stops):
     if number == signal.SIGHUP:
         devnull = os.open(os.devnull, os.O_WRONLY)
         for stream in (sys.stdout, sys.stderr):
-            os.dup2(devnull, stream.fileno())
+            try:
+                os.dup2(devnull, stream.fileno())
+            except (OSError, ValueError):  # no file behind it (main() run in a notebook)
+                pass
         os.close(devnull)
 
 

@@ -291,6 +291,13 @@ def test_a_closed_terminal_saves_and_resume_finishes(mnist_dir, tmp_path):
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
 
 
+def test_a_hang_up_where_the_streams_are_not_files(capsys):
+    """train.main() run in a notebook: its streams have no file to point at /dev/null."""
+    stops = []
+    train.stop(signal.SIGHUP, stops)  # under capsys, as in a notebook: no fileno()
+    assert stops == [signal.SIGHUP]
+
+
 def test_resume_refuses_other_settings_and_applies_epochs_and_lr(mnist_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert run_small(mnist_dir, out, "--epochs", "1") == 0

@@ -130,7 +130,7 @@ def check_blas(config):
         raise SettingError(SETTINGS + "openmp=True with no BLAS in blas.ldflags kills "
                            "Theano 1.0.5 at its first convolution; link one (apt-get "
                            "install libopenblas-dev) or leave openmp unset")
-    if ldflags and ldflags != openblas_ldflags() and config.cxx:
+    if ldflags and ldflags != openblas_ldflags():  # check_modes has refused an empty cxx
         problem = link_problem(config.cxx, ldflags)
         if problem:
             raise SettingError(SETTINGS + "blas.ldflags={!r} does not link: {}".format(

@@ -92,18 +92,24 @@ def test_an_argument_setup_does_not_take_is_a_usage_error_before_any_work(tmp_pa
         assert done.stderr == "usage: bash scripts/setup.sh [--which-python]\n"
 
 
-def test_a_venv_of_another_python_is_refused_before_any_work(tmp_path):
-    """A .venv made earlier with Python 3.12 used to reach pip, which failed on numpy."""
+def run_setup_copy(tmp_path, programs):
+    """Run a copy of setup.sh in tmp_path (its .venv, if any, is tmp_path's) on a
+    machine of the given stand-in programs (see ``machine``)."""
     (tmp_path / "scripts").mkdir()
     with open(SETUP) as f:
         (tmp_path / "scripts" / "setup.sh").write_text(f.read())
+    return subprocess.run(["/bin/bash", str(tmp_path / "scripts" / "setup.sh")],
+                          env={"PATH": machine(tmp_path, programs),
+                               "HOME": os.environ.get("HOME", "/root")},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_venv_of_another_python_is_refused_before_any_work(tmp_path):
+    """A .venv made earlier with Python 3.12 used to reach pip, which failed on numpy."""
     (tmp_path / ".venv" / "bin").mkdir(parents=True)
     (tmp_path / ".venv" / "bin" / "python").write_text("#!/bin/bash\n" + PYTHON_312)
     (tmp_path / ".venv" / "bin" / "python").chmod(0o755)
-    path = machine(tmp_path, {"apt-get": "echo apt-get ran >&2; exit 1\n"})
-    done = subprocess.run(["/bin/bash", str(tmp_path / "scripts" / "setup.sh")],
-                          env={"PATH": path, "HOME": os.environ.get("HOME", "/root")},
-                          capture_output=True, text=True, timeout=120)
+    done = run_setup_copy(tmp_path, {"apt-get": "echo apt-get ran >&2; exit 1\n"})
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr == ("setup: .venv runs a Python other than CPython 3.9 to 3.11 "
                            "(Theano 1.0.5 needs numpy < 1.24); remove it (rm -rf .venv) "
@@ -113,16 +119,10 @@ def test_a_venv_of_another_python_is_refused_before_any_work(tmp_path):
 
 def test_a_machine_without_g_plus_plus_gets_it_from_apt(tmp_path):
     """Theano compiles every op with g++; setup used to leave a machine without it."""
-    (tmp_path / "scripts").mkdir()
-    with open(SETUP) as f:
-        (tmp_path / "scripts" / "setup.sh").write_text(f.read())
     log = tmp_path / "apt.log"
     # apt-get stops setup at the install, before any venv is made.
     apt = 'echo "$*" >> {}\ncase "$1" in update) exit 0;; *) exit 1;; esac\n'.format(log)
-    path = machine(tmp_path, {"apt-get": apt})  # no g++ on this PATH
-    done = subprocess.run(["/bin/bash", str(tmp_path / "scripts" / "setup.sh")],
-                          env={"PATH": path, "HOME": os.environ.get("HOME", "/root")},
-                          capture_output=True, text=True, timeout=120)
+    done = run_setup_copy(tmp_path, {"apt-get": apt})  # no g++ on this PATH
     assert done.returncode == 1, done.stderr
     update, install = log.read_text().splitlines()
     assert update == "update -qq" and install.startswith("install -y -qq ")

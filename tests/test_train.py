@@ -224,13 +224,18 @@ def test_too_few_images_for_one_batch(mnist_dir, tmp_path, capsys):
     assert code == 1 and "do not fill one batch" in err
 
 
+def stoppable_command(mnist_dir, out):
+    """The training command for 3 short epochs into ``out``, as the stopping tests run it."""
+    return [sys.executable, "-m", "convae.train", "--data-dir", mnist_dir,
+            "--out", str(out), "--epochs", "3", "--limit-train", "3000",
+            "--limit-val", "200", "--batch-size", "50"]
+
+
 @pytest.mark.parametrize("stop,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_or_sigterm_saves_and_resume_finishes(mnist_dir, tmp_path, stop, code):
     """The real command, stopped by Ctrl-C (SIGINT) or a scheduler's SIGTERM
     mid-run, then resumed."""
-    command = [sys.executable, "-m", "convae.train", "--data-dir", mnist_dir,
-               "--out", str(tmp_path), "--epochs", "3", "--limit-train", "3000",
-               "--limit-val", "200", "--batch-size", "50"]
+    command = stoppable_command(mnist_dir, tmp_path)
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
@@ -266,13 +271,14 @@ def snapshot(directory):
 def test_a_closed_terminal_saves_and_resume_finishes(mnist_dir, tmp_path):
     """An SSH session that drops: the kernel sends SIGHUP, and the terminal
     the progress bar writes to is gone. This killed training, losing the epoch."""
-    command = [sys.executable, "-m", "convae.train", "--data-dir", mnist_dir,
-               "--out", str(tmp_path), "--epochs", "3", "--limit-train", "3000",
-               "--limit-val", "200", "--batch-size", "50"]
+    command = stoppable_command(mnist_dir, tmp_path)
     pid, terminal = pty.fork()
     if pid == 0:  # the child: its controlling terminal is the pty
-        os.chdir(REPO)
-        os.execv(sys.executable, command)
+        try:
+            os.chdir(REPO)
+            os.execv(sys.executable, command)
+        finally:  # never back into pytest in the child
+            os._exit(127)
     deadline = time.time() + 300
     while not os.path.exists(tmp_path / "checkpoint.npz") and time.time() < deadline:
         try:  # keep the terminal's buffer drained

@@ -25,8 +25,12 @@ SHIPPED_WEIGHTS = os.path.join(WEIGHTS_DIR, "mnist.npz")
 SHIPPED_METRICS = os.path.join(WEIGHTS_DIR, "mnist_metrics.jsonl")
 SHIPPED_DENOISING_WEIGHTS = os.path.join(WEIGHTS_DIR, "mnist_denoising.npz")
 
-# The parameter file convae-train writes into its run directory.
+# The files convae-train writes into its run directory: the parameters, the
+# full training state, one JSON line per epoch, the final test MSE.
 MODEL_FILE = "model.npz"
+CHECKPOINT_FILE = "checkpoint.npz"
+METRICS_FILE = "metrics.jsonl"
+TEST_FILE = "test.json"
 
 TEMPORARY_PREFIX = ".tmp-"
 # How every .npz (a zip file) begins.

@@ -205,9 +205,9 @@ class Run:
         params = files.npz_bytes(files.param_values(self.network))
         lines = "".join(json.dumps(m) + "\n" for m in self.metrics)
         files.write_files_atomically([
-            (self.path("checkpoint.npz"), lambda f: f.write(state), "wb"),
+            (self.path(files.CHECKPOINT_FILE), lambda f: f.write(state), "wb"),
             (self.path(files.MODEL_FILE), lambda f: f.write(params), "wb"),
-            (self.path("metrics.jsonl"), lambda f: f.write(lines), "w")])
+            (self.path(files.METRICS_FILE), lambda f: f.write(lines), "w")])
 
     def restore(self, saved):
         """Continue from the Checkpoint ``saved``; TrainingError if it is not this run's kind."""
@@ -233,7 +233,7 @@ class Run:
 
     def last_good_checkpoint(self):
         """How a failure message speaks of what is saved."""
-        if os.path.exists(self.path("checkpoint.npz")):
+        if os.path.exists(self.path(files.CHECKPOINT_FILE)):
             return "the last good checkpoint in {} is intact".format(self.out_dir)
         return "no checkpoint was saved yet"
 
@@ -464,7 +464,7 @@ def main(argv=None):
     stage = "before training started"
     lock, made = None, []
     try:
-        path = os.path.join(args.out, "checkpoint.npz")
+        path = os.path.join(args.out, files.CHECKPOINT_FILE)
         if args.resume:
             if not os.path.isfile(path):
                 raise TrainingError("--resume: no checkpoint at " + path)
@@ -476,7 +476,7 @@ def main(argv=None):
             if os.path.exists(path):
                 raise TrainingError("{} holds a run already: pass --resume to continue "
                                     "it, or choose another --out".format(args.out))
-            earlier = [name for name in (files.MODEL_FILE, "metrics.jsonl", "test.json")
+            earlier = [name for name in (files.MODEL_FILE, files.METRICS_FILE, files.TEST_FILE)
                        if os.path.exists(os.path.join(args.out, name))]
             if earlier:  # a run whose checkpoint is gone: a new one would overwrite them
                 raise TrainingError("{} holds {} of an earlier run, which a new run would "
@@ -527,7 +527,7 @@ def main(argv=None):
                  "in {} (--resume evaluates again)".format(args.out))
         test_err = mean_loss(run.compiled.val_fn, X_test)
         print("Final test MSE: {:.6f}".format(test_err))
-        files.write_atomically(os.path.join(args.out, "test.json"),
+        files.write_atomically(os.path.join(args.out, files.TEST_FILE),
                                lambda f: f.write(json.dumps({"test_mse": test_err}) + "\n"),
                                mode="w")
         return 0

@@ -28,9 +28,12 @@ def squared_errors(originals, reconstructions):
 
 
 def parse_indices(text):
-    """argparse type: comma-separated test-set indices, at least one."""
+    """argparse type: comma-separated test-set indices, at least one.
+
+    An empty entry ("1,,2") is refused: it is more likely a lost digit than a
+    wish for two pairs."""
     try:
-        indices = [int(part) for part in text.split(",") if part.strip()]
+        indices = [int(part) for part in text.split(",")]
     except ValueError:
         indices = []
     if not indices:

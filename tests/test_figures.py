@@ -346,8 +346,8 @@ def test_a_seed_without_n_is_a_usage_error(capsys):
             "error: --seed picks the --n random digits; give --n too\n")
 
 
-@pytest.mark.parametrize("indices", [",", "", "a,b"])
-def test_indices_that_name_no_digit_are_a_usage_error(indices, capsys):
+@pytest.mark.parametrize("indices", [",", "", "a,b", "1,,2", "1,2,"])
+def test_indices_not_a_plain_list_of_integers_are_a_usage_error(indices, capsys):
     with pytest.raises(SystemExit) as done:
         reconstruct.main(["--indices", indices])
     err = capsys.readouterr().err

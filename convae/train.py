@@ -452,8 +452,8 @@ def prepare_data(settings, data_dir):
     if settings.limit_val:
         X_val = X_val[:settings.limit_val]
     if len(X_train) < settings.batch_size:
-        raise TrainingError("{} training images do not fill one batch of {}".format(
-            len(X_train), settings.batch_size))
+        raise TrainingError("--batch-size {}: the {} training images do not fill one "
+                            "batch".format(settings.batch_size, len(X_train)))
     return X_train, X_val, X_test
 
 

@@ -460,7 +460,7 @@ def test_a_second_run_in_the_same_out_is_refused_while_the_first_runs(mnist_dir,
      "of mnist"),
     ("--limit-val", "10001", "--limit-val 10001 is more than the 10000 validation images "
      "of mnist"),
-    ("--batch-size", "700", "600 training images do not fill one batch of 700")])
+    ("--batch-size", "700", "--batch-size 700: the 600 training images do not fill one batch")])
 def test_limits_beyond_the_data_are_refused_and_leave_no_out(mnist_dir, tmp_path, capsys,
                                                             flag, value, message):
     code, err = error_of(capsys, ["--data-dir", mnist_dir, "--out",

@@ -27,9 +27,14 @@ import sys
 import zlib
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
+
+try:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+except ImportError:  # convae's own environment, say: PyTorch is not one of its requirements
+    sys.exit("bench_pytorch: no PyTorch in {}: run this with a Python of its own that has it "
+             "(see this file's docstring)".format(sys.executable))
 
 IMAGES = "train-images-idx3-ubyte.gz"
 # convae's timing code, run as a file: importing convae would import Theano.

@@ -1,5 +1,6 @@
 """The benchmark: its errors (one line and a non-zero exit, never a traceback), how
 it times (best windows, taking turns) and what it reports."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -205,16 +206,29 @@ def test_the_sgemm_window_leaves_openblas_on_the_networks_thread_count():
         openblas.set_threads(before)
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_PYTORCH = os.path.join(REPO, "scripts", "bench_pytorch.py")
+
+
 def torch_python():
     """A Python with PyTorch for scripts/bench_pytorch.py, or skip: PyTorch is not
     one of convae's requirements (the README's .venv-torch, or $CONVAE_TEST_TORCH_PYTHON)."""
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     python = os.environ.get("CONVAE_TEST_TORCH_PYTHON",
-                            os.path.join(repo, ".venv-torch", "bin", "python"))
+                            os.path.join(REPO, ".venv-torch", "bin", "python"))
     if not os.path.isfile(python):
         pytest.skip("no Python with PyTorch at {} (see the README's Speed section)".format(
             python))
-    return python, os.path.join(repo, "scripts", "bench_pytorch.py")
+    return python, BENCH_PYTORCH
+
+
+def test_bench_pytorch_in_a_python_without_pytorch_is_one_line(mnist_dir):
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("the tests' Python has PyTorch")
+    done = subprocess.run([sys.executable, BENCH_PYTORCH, "--data-dir", mnist_dir],
+                          capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == "bench_pytorch: no PyTorch in {}: run this with a Python of its " \
+        "own that has it (see this file's docstring)\n".format(sys.executable)
 
 
 @pytest.mark.parametrize("flags,code,message", [

@@ -204,10 +204,13 @@ class Run:
             rng_state=self.epoch_rng_state, epochs=self.epochs))
         params = files.npz_bytes(files.param_values(self.network))
         lines = "".join(json.dumps(m) + "\n" for m in self.metrics)
-        files.write_files_atomically([
-            (self.path(files.CHECKPOINT_FILE), lambda f: f.write(state), "wb"),
-            (self.path(files.MODEL_FILE), lambda f: f.write(params), "wb"),
-            (self.path(files.METRICS_FILE), lambda f: f.write(lines), "w")])
+        try:
+            files.write_files_atomically([
+                (self.path(files.CHECKPOINT_FILE), lambda f: f.write(state), "wb"),
+                (self.path(files.MODEL_FILE), lambda f: f.write(params), "wb"),
+                (self.path(files.METRICS_FILE), lambda f: f.write(lines), "w")])
+        except OSError as e:  # a full disk, say: what was saved before is all there is
+            raise TrainingError("{}; {}".format(cli.describe(e), self.last_good_checkpoint()))
 
     def restore(self, saved):
         """Continue from the Checkpoint ``saved``; TrainingError if it is not this run's kind."""

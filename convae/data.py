@@ -174,12 +174,28 @@ def _locate(directory, name):
     return None
 
 
+class _CannotWrite(Exception):
+    """Writing a download failed (a full disk, say): no other mirror would help."""
+
+
+def _write_all(out, chunk):
+    """Write all of ``chunk`` to the unbuffered file ``out``; _CannotWrite if the
+    disk refuses (a full one takes part of a write, then fails the next)."""
+    view = memoryview(chunk)
+    try:
+        while view:
+            view = view[out.write(view):]
+    except OSError as e:
+        raise _CannotWrite(e.strerror or e)
+
+
 def download(dataset, name, directory, mirrors=None, timeout=60):
     """Fetch ``name`` into ``directory``, trying each mirror until one verifies.
 
     The file is streamed to a temporary name in ``directory``, checked against
     its SHA-256 and only then renamed into place. Returns the final path;
-    raises DataError naming every mirror's failure if none succeeds.
+    raises DataError naming every mirror's failure if none succeeds, or at
+    once naming the directory if the file cannot be written there.
     """
     try:
         made = make_directories(directory)
@@ -187,36 +203,42 @@ def download(dataset, name, directory, mirrors=None, timeout=60):
         raise DataError("cannot make the data directory {} for {} ({})".format(
             directory, name, e.strerror or e))
     failures = []
-    for mirror in mirrors or DATASETS[dataset]["mirrors"]:
-        url = mirror + name
-        fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".part",
-                                   dir=directory)
-        try:
-            os.chmod(tmp, plain_file_mode())  # as any file the user downloads, not 0600
-            with os.fdopen(fd, "wb") as out, \
-                    urllib.request.urlopen(url, timeout=timeout) as response:
-                length = response.headers.get("Content-Length")
-                size = 0
-                # A progress bar on a terminal (quiet otherwise), gone when done.
-                with tqdm(total=int(length) if length else None, desc=name, unit="B",
-                          unit_scale=True, leave=False, disable=None) as bar:
-                    for chunk in iter(lambda: response.read(1 << 20), b""):
-                        out.write(chunk)
-                        size += len(chunk)
-                        bar.update(len(chunk))
-            if length is not None and size != int(length):
-                raise DataError("got {} of {} bytes".format(size, length))
-            if not sha256_ok(tmp, dataset, name):
-                raise DataError("checksum mismatch")
-            final = os.path.join(directory, name)
-            os.replace(tmp, final)
-            return final
-        except (OSError, urllib.error.URLError, DataError, ValueError) as e:
-            failures.append("{}: {}".format(url, e))
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    remove_empty(made)  # no empty data directory left behind by a failed download
+    try:
+        for mirror in mirrors or DATASETS[dataset]["mirrors"]:
+            url = mirror + name
+            fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".part",
+                                       dir=directory)
+            try:
+                os.chmod(tmp, plain_file_mode())  # as any file the user downloads, not 0600
+                # Unbuffered: closing it writes nothing, so cannot fail as the disk fills.
+                with os.fdopen(fd, "wb", buffering=0) as out, \
+                        urllib.request.urlopen(url, timeout=timeout) as response:
+                    length = response.headers.get("Content-Length")
+                    size = 0
+                    # A progress bar on a terminal (quiet otherwise), gone when done.
+                    with tqdm(total=int(length) if length else None, desc=name, unit="B",
+                              unit_scale=True, leave=False, disable=None) as bar:
+                        for chunk in iter(lambda: response.read(1 << 20), b""):
+                            _write_all(out, chunk)
+                            size += len(chunk)
+                            bar.update(len(chunk))
+                if length is not None and size != int(length):
+                    raise DataError("got {} of {} bytes".format(size, length))
+                if not sha256_ok(tmp, dataset, name):
+                    raise DataError("checksum mismatch")
+                final = os.path.join(directory, name)
+                os.replace(tmp, final)
+                return final
+            except _CannotWrite as e:
+                raise DataError("cannot download {} into {}: {}".format(
+                    name, directory, e)) from None
+            except (OSError, urllib.error.URLError, DataError, ValueError) as e:
+                failures.append("{}: {}".format(url, e))
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+    finally:
+        remove_empty(made)  # no empty data directory left behind by a failed download
     raise DataError("could not download {}: {}".format(name, "; ".join(failures)))
 
 

@@ -3,7 +3,9 @@ import gzip
 import hashlib
 import http.server
 import os
+import resource
 import shutil
+import signal
 import threading
 
 import numpy as np
@@ -161,6 +163,28 @@ def test_a_failed_download_leaves_no_directory_it_made(mirror, tmp_path):
     directory = tmp_path / "data" / "mnist"
     with pytest.raises(data.DataError, match="could not download"):
         data.download("mnist", TEST_LABELS, str(directory), [mirror + "404/"])
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.fixture
+def file_size_limit():
+    """Writing more than 1,000 bytes to a file fails (EFBIG) until the test ends,
+    as a full disk would fail it."""
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an error, not a kill
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, limits[1]))
+    yield
+    resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+    signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_a_download_that_cannot_be_written_stops_at_the_first_mirror(
+        mirror, tmp_path, file_size_limit):
+    directory = tmp_path / "data"
+    with pytest.raises(data.DataError) as error:
+        data.download("mnist", TEST_LABELS, str(directory), [mirror + "good/"] * 2)
+    assert str(error.value) == "cannot download {} into {}: File too large".format(
+        TEST_LABELS, directory)
     assert os.listdir(tmp_path) == []
 
 

@@ -1,14 +1,18 @@
 """What convae's commands share: flags, path checks, and the one-line error."""
 import argparse
+import errno
 import math
 import os
 import sys
 import tempfile
+import traceback
 
 from convae import data
 from convae.files import (SHIPPED_WEIGHTS, TEMPORARY_PREFIX, ParameterFileError,
                           missing_directories, parameter_file)
 
+# The errors of a disk that is full, or full for this user.
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # NumPy's RandomState takes seeds from 0 to 2**32 - 1.
 MAX_SEED = 2 ** 32 - 1
 
@@ -125,8 +129,33 @@ def writable_path(name):
     return name
 
 
+def compile_out_of_space(error):
+    """The disk's complaint ("No space left on device", "Disk quota exceeded")
+    if ``error`` is Theano failing to compile for want of space, else None:
+    its compiler's failure, or an OSError raised in Theano, which writes only
+    in its compile directory."""
+    complaints = [os.strerror(number) for number in OUT_OF_SPACE]
+    if isinstance(error, OSError):
+        theano = sys.modules.get("theano")
+        raised_in_theano = theano is not None and any(
+            frame.filename.startswith(os.path.dirname(theano.__file__) + os.sep)
+            for frame in traceback.extract_tb(error.__traceback__))
+        return os.strerror(error.errno) if raised_in_theano \
+            and error.errno in OUT_OF_SPACE else None
+    if type(error) is Exception and "Compilation failed" in str(error):
+        return next((text for text in complaints if text in str(error)), None)
+    return None
+
+
 def describe(error):
-    """One line for an error: an OSError as its message and file, anything else as str()."""
+    """One line for an error: an OSError as its message and file, Theano out of
+    disk space as where it compiles, anything else as str()."""
+    complaint = compile_out_of_space(error)
+    if complaint:
+        import theano  # the error came from it: imported already
+        return ("Theano cannot compile: {} in its compile directory {} (free some space "
+                "there, or give it one on another disk: THEANO_FLAGS=base_compiledir=DIR)"
+                .format(complaint, theano.config.compiledir))
     if isinstance(error, OSError) and error.strerror:
         return error.strerror + (": {}".format(error.filename) if error.filename else "")
     return str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -142,5 +171,7 @@ def run_command(prog, action):
     """``action()``'s exit code, or 1 with a one-line error for a user's mistake."""
     try:
         return action()
-    except USER_ERRORS as e:
+    except Exception as e:
+        if not (isinstance(e, USER_ERRORS) or compile_out_of_space(e)):
+            raise
         return report_error(prog, e)

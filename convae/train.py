@@ -534,8 +534,10 @@ def main(argv=None):
                                lambda f: f.write(json.dumps({"test_mse": test_err}) + "\n"),
                                mode="w")
         return 0
-    except (TrainingError, checkpoint.CheckpointError, data.DataError, cli.PathError,
-            OSError) as e:
+    except Exception as e:
+        if not (isinstance(e, (TrainingError, checkpoint.CheckpointError, data.DataError,
+                               cli.PathError, OSError)) or cli.compile_out_of_space(e)):
+            raise
         return cli.report_error("convae-train", e)
     except KeyboardInterrupt:
         print("convae-train: interrupted " + stage, file=sys.stderr)

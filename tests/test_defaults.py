@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PROBE = """
@@ -206,3 +208,38 @@ def test_a_start_with_convae_s_own_blas_links_nothing():
         assert done.returncode == 0, done.stderr
         ldflags, links = [part.strip() for part in done.stdout.split("|")]
         assert links == linked and ldflags, done.stdout
+
+
+def mount_small_disk(path, size):
+    """Mount a tmpfs of ``size`` at ``path``; skip the test where that takes a
+    root this is not."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs",
+                              str(path)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here: " + mounted.stderr.strip())
+
+
+@pytest.mark.parametrize("module, flags, size", [
+    # Room for Theano's start, then a file of the network's ops fails to be written...
+    ("convae.reconstruct", ["--out", "out/pairs.png"], "512k"),
+    # ... or the compiler fails as it writes.
+    ("convae.train", ["--out", "out", "--epochs", "1", "--limit-train", "500"], "2m")])
+def test_a_full_disk_under_theano_s_compile_directory_is_one_line(
+        tmp_path, mnist_dir, module, flags, size):
+    """A home directory over its quota, say: Theano's compiler fails there."""
+    disk = tmp_path / "small"
+    mount_small_disk(disk, size)
+    try:
+        env = dict(os.environ, THEANO_FLAGS="base_compiledir=" + str(disk))
+        done = subprocess.run([sys.executable, "-m", module, "--data-dir", mnist_dir] + flags,
+                              cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                              timeout=600)
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    # Theano may log its own line first.
+    assert done.stderr.splitlines()[-1].startswith(
+        module.replace(".", "-") + ": error: Theano cannot compile: No space left on device "
+        "in its compile directory " + str(disk))
+    assert not (tmp_path / "out").exists()

@@ -1,10 +1,13 @@
 """What convae's commands share: flags, path checks, and the one-line error."""
 import argparse
+import contextlib
 import errno
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 
 from convae import data
@@ -167,10 +170,68 @@ def report_error(prog, error):
     return 1
 
 
-def run_command(prog, action):
-    """``action()``'s exit code, or 1 with a one-line error for a user's mistake."""
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C raises KeyboardInterrupt, so that
+    a command stops as cleanly: temporary files and directories it made are
+    removed on the way out."""
+
+    def __init__(self, number):
+        super().__init__(number)
+        self.number = number
+
+
+def exit_code(interrupt):
+    """The shell's code for the signal behind a KeyboardInterrupt: 130 (Ctrl-C),
+    143 (SIGTERM) or 129 (SIGHUP)."""
+    return 128 + (interrupt.number if isinstance(interrupt, Interrupted) else signal.SIGINT)
+
+
+def forget_terminal_after_hangup(number):
+    """After SIGHUP the terminal is gone, and writing to it fails: point
+    stdout and stderr at /dev/null (where they are files at all; not in a
+    notebook)."""
+    if number != signal.SIGHUP:
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):  # no file behind it (a notebook's streams)
+            pass
+    os.close(devnull)
+
+
+@contextlib.contextmanager
+def stopping_signals_interrupt():
+    """Within the block, SIGTERM (a batch scheduler, ``timeout``) and SIGHUP (a
+    closed terminal) raise Interrupted, as Ctrl-C raises KeyboardInterrupt;
+    without it they kill the process where it stands. Python handles signals
+    in the main thread only: elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(number, _):
+        forget_terminal_after_hangup(number)
+        raise Interrupted(number)
+    previous = {number: signal.signal(number, interrupt)
+                for number in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return action()
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def run_command(prog, action):
+    """``action()``'s exit code, or 1 with a one-line error for a user's mistake,
+    or the signal's code with one line if interrupted (Ctrl-C, SIGTERM, SIGHUP)."""
+    try:
+        with stopping_signals_interrupt():
+            return action()
+    except KeyboardInterrupt as e:
+        print("{}: interrupted".format(prog), file=sys.stderr)
+        return exit_code(e)
     except Exception as e:
         if not (isinstance(e, USER_ERRORS) or compile_out_of_space(e)):
             raise

@@ -431,14 +431,7 @@ def stop(number, stops):
     """A stopping signal's handler: note it in ``stops``. After SIGHUP the terminal
     is gone, and writing to it fails: output goes to /dev/null from then on."""
     stops.append(number)
-    if number == signal.SIGHUP:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                os.dup2(devnull, stream.fileno())
-            except (OSError, ValueError):  # no file behind it (main() run in a notebook)
-                pass
-        os.close(devnull)
+    cli.forget_terminal_after_hangup(number)
 
 
 def prepare_data(settings, data_dir):
@@ -464,88 +457,89 @@ def main(argv=None):
     """The training command; returns the process exit code."""
     args = parse_args(argv)
     convae.runtime.enable()
-    stage = "before training started"
-    lock, made = None, []
-    try:
-        path = os.path.join(args.out, files.CHECKPOINT_FILE)
-        if args.resume:
-            if not os.path.isfile(path):
-                raise TrainingError("--resume: no checkpoint at " + path)
-            saved = load_checkpoint(path)
-            settings, notes = resumed_settings(saved.settings, args)
-            epochs, epoch_notes = resumed_epochs(saved, args)
-            notes += epoch_notes
-        else:
-            if os.path.exists(path):
-                raise TrainingError("{} holds a run already: pass --resume to continue "
-                                    "it, or choose another --out".format(args.out))
-            earlier = [name for name in (files.MODEL_FILE, files.METRICS_FILE, files.TEST_FILE)
-                       if os.path.exists(os.path.join(args.out, name))]
-            if earlier:  # a run whose checkpoint is gone: a new one would overwrite them
-                raise TrainingError("{} holds {} of an earlier run, which a new run would "
-                                    "overwrite: choose another --out".format(
-                                        args.out, " and ".join(earlier)))
-            saved, notes = None, []
-            settings, epochs = new_settings(args), args.epochs or DEFAULT_EPOCHS
-        cli.writable_directory(args.out, "--out")
-        X_train, X_val, X_test = prepare_data(settings, args.data_dir)
-        made = files.make_directories(args.out)  # removed again if left empty
+    with cli.stopping_signals_interrupt():
+        stage = "before training started"
+        lock, made = None, []
         try:
-            lock = files.lock_directory(args.out)
-        except BlockingIOError:
-            raise TrainingError("--out {}: another convae-train is running there; let it "
-                                "finish, or choose another --out".format(args.out))
-        files.remove_temporaries(args.out)
-        print("Compiling the network (Theano caches this after the first run)...",
-              flush=True)
-        run = Run(settings, args.out, progress=None)
-        if saved is not None:
-            run.restore(saved)
-            run.epochs = epochs
-            run.save()  # --out describes the resume point again, whatever was cut off
-            if run.epoch >= epochs:  # a finished run: only the test set is left
-                print("Training was done ({} of {} epochs); evaluating on the test set "
-                      "again".format(run.epoch, epochs))
+            path = os.path.join(args.out, files.CHECKPOINT_FILE)
+            if args.resume:
+                if not os.path.isfile(path):
+                    raise TrainingError("--resume: no checkpoint at " + path)
+                saved = load_checkpoint(path)
+                settings, notes = resumed_settings(saved.settings, args)
+                epochs, epoch_notes = resumed_epochs(saved, args)
+                notes += epoch_notes
             else:
-                print("Resuming at epoch {}, batch {}".format(run.epoch + 1, run.batch + 1))
-            for note in notes:
-                print(note)
-        # Ctrl-C, the SIGTERM a batch scheduler sends before it kills a job, or
-        # the SIGHUP of a closed terminal (an SSH session that dropped): the
-        # state at the current batch is saved first.
-        stops = []
-        previous = {number: signal.signal(number, lambda number, _: stop(number, stops))
-                    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-        try:
-            stage = "while training"
-            finished = run.train(X_train, X_val, epochs, stop_requested=lambda: bool(stops))
+                if os.path.exists(path):
+                    raise TrainingError("{} holds a run already: pass --resume to continue "
+                                        "it, or choose another --out".format(args.out))
+                earlier = [name for name in (files.MODEL_FILE, files.METRICS_FILE, files.TEST_FILE)
+                           if os.path.exists(os.path.join(args.out, name))]
+                if earlier:  # a run whose checkpoint is gone: a new one would overwrite them
+                    raise TrainingError("{} holds {} of an earlier run, which a new run would "
+                                        "overwrite: choose another --out".format(
+                                            args.out, " and ".join(earlier)))
+                saved, notes = None, []
+                settings, epochs = new_settings(args), args.epochs or DEFAULT_EPOCHS
+            cli.writable_directory(args.out, "--out")
+            X_train, X_val, X_test = prepare_data(settings, args.data_dir)
+            made = files.make_directories(args.out)  # removed again if left empty
+            try:
+                lock = files.lock_directory(args.out)
+            except BlockingIOError:
+                raise TrainingError("--out {}: another convae-train is running there; let it "
+                                    "finish, or choose another --out".format(args.out))
+            files.remove_temporaries(args.out)
+            print("Compiling the network (Theano caches this after the first run)...",
+                  flush=True)
+            run = Run(settings, args.out, progress=None)
+            if saved is not None:
+                run.restore(saved)
+                run.epochs = epochs
+                run.save()  # --out describes the resume point again, whatever was cut off
+                if run.epoch >= epochs:  # a finished run: only the test set is left
+                    print("Training was done ({} of {} epochs); evaluating on the test set "
+                          "again".format(run.epoch, epochs))
+                else:
+                    print("Resuming at epoch {}, batch {}".format(run.epoch + 1, run.batch + 1))
+                for note in notes:
+                    print(note)
+            # Ctrl-C, the SIGTERM a batch scheduler sends before it kills a job, or
+            # the SIGHUP of a closed terminal (an SSH session that dropped): the
+            # state at the current batch is saved first.
+            stops = []
+            previous = {number: signal.signal(number, lambda number, _: stop(number, stops))
+                        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+            try:
+                stage = "while training"
+                finished = run.train(X_train, X_val, epochs, stop_requested=lambda: bool(stops))
+            finally:
+                for number, handler in previous.items():
+                    signal.signal(number, handler)
+            if not finished:
+                print("Interrupted: state saved in {}; continue with --resume".format(
+                    args.out))
+                return 128 + stops[0]  # the shell's code for that signal: 130, 143, 129
+            stage = ("during the final test evaluation; training is complete and saved "
+                     "in {} (--resume evaluates again)".format(args.out))
+            test_err = mean_loss(run.compiled.val_fn, X_test)
+            print("Final test MSE: {:.6f}".format(test_err))
+            files.write_atomically(os.path.join(args.out, files.TEST_FILE),
+                                   lambda f: f.write(json.dumps({"test_mse": test_err}) + "\n"),
+                                   mode="w")
+            return 0
+        except Exception as e:
+            if not (isinstance(e, (TrainingError, checkpoint.CheckpointError, data.DataError,
+                                   cli.PathError, OSError)) or cli.compile_out_of_space(e)):
+                raise
+            return cli.report_error("convae-train", e)
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM or SIGHUP outside training
+            print("convae-train: interrupted " + stage, file=sys.stderr)
+            return cli.exit_code(e)
         finally:
-            for number, handler in previous.items():
-                signal.signal(number, handler)
-        if not finished:
-            print("Interrupted: state saved in {}; continue with --resume".format(
-                args.out))
-            return 128 + stops[0]  # the shell's code for that signal: 130, 143, 129
-        stage = ("during the final test evaluation; training is complete and saved "
-                 "in {} (--resume evaluates again)".format(args.out))
-        test_err = mean_loss(run.compiled.val_fn, X_test)
-        print("Final test MSE: {:.6f}".format(test_err))
-        files.write_atomically(os.path.join(args.out, files.TEST_FILE),
-                               lambda f: f.write(json.dumps({"test_mse": test_err}) + "\n"),
-                               mode="w")
-        return 0
-    except Exception as e:
-        if not (isinstance(e, (TrainingError, checkpoint.CheckpointError, data.DataError,
-                               cli.PathError, OSError)) or cli.compile_out_of_space(e)):
-            raise
-        return cli.report_error("convae-train", e)
-    except KeyboardInterrupt:
-        print("convae-train: interrupted " + stage, file=sys.stderr)
-        return 130
-    finally:
-        if lock is not None:
-            os.close(lock)
-        files.remove_empty(made)
+            if lock is not None:
+                os.close(lock)
+            files.remove_empty(made)
 
 
 if __name__ == "__main__":

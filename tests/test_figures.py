@@ -1,6 +1,8 @@
 """Figures and the reconstruction command, checked against NumPy."""
 import os
 import re
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -378,3 +380,21 @@ def test_reconstruct_needs_only_the_test_files(mnist_dir, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["t10k-images-idx3-ubyte.gz",
                                             "t10k-labels-idx1-ubyte.gz", "x.png"]
+
+
+@pytest.mark.parametrize("number, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_command_stopped_while_compiling_says_so_in_one_line(
+        tmp_path, capsys, monkeypatch, number, code):
+    """Ctrl-C, or the SIGTERM of ``timeout`` or a batch scheduler, in a cold
+    compile (a minute and more): one line and the shell's code for the signal,
+    not a traceback; SIGTERM no longer kills it where it stands."""
+    def compiling(*args):
+        os.kill(os.getpid(), number)
+        time.sleep(30)  # the signal ends this at once
+    monkeypatch.setattr(reconstruct, "Codec", compiling)
+    started = time.time()
+    assert reconstruct.main(["--out", str(tmp_path / "pairs.png")]) == code
+    assert time.time() - started < 20
+    assert capsys.readouterr().err == "convae-reconstruct: interrupted\n"
+    assert os.listdir(tmp_path) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back as it was

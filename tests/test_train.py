@@ -470,13 +470,15 @@ def test_limits_beyond_the_data_are_refused_and_leave_no_out(mnist_dir, tmp_path
     assert os.listdir(tmp_path) == []  # neither runs nor runs/x made
 
 
-def test_ctrl_c_while_compiling_leaves_no_out(mnist_dir, tmp_path, capsys, monkeypatch):
-    def interrupted(*args):
-        raise KeyboardInterrupt
-    monkeypatch.setattr(train, "compile_run", interrupted)
-    code, err = error_of(capsys, ["--data-dir", mnist_dir, "--out", str(tmp_path / "run")]
-                         + SMALL)
-    assert (code, err) == (130, "convae-train: interrupted before training started")
+@pytest.mark.parametrize("number, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_while_compiling_leaves_no_out(mnist_dir, tmp_path, capsys,
+                                                         monkeypatch, number, code):
+    def compiling(*args):
+        os.kill(os.getpid(), number)
+        time.sleep(30)  # the signal ends this at once
+    monkeypatch.setattr(train, "compile_run", compiling)
+    assert error_of(capsys, ["--data-dir", mnist_dir, "--out", str(tmp_path / "run")]
+                    + SMALL) == (code, "convae-train: interrupted before training started")
     assert os.listdir(tmp_path) == []
 
 

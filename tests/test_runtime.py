@@ -231,6 +231,16 @@ def test_convae_fast_0_switches_everything_off(tmp_path):
     assert outputs == {"0": ["False", "False"], "1": ["True", "True"]}
 
 
+@pytest.mark.parametrize("setting", ["false", "off", "no"])
+def test_a_convae_fast_other_than_0_or_1_is_one_line(setting):
+    done = subprocess.run([sys.executable, "-c", "import convae"], cwd=REPO,
+                          env=dict(os.environ, CONVAE_FAST=setting),
+                          capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == ("convae: error: CONVAE_FAST={!r}: give 0 to switch convae's fast "
+                           "path off, or 1 (the default) to leave it on\n".format(setting))
+
+
 SIDE_EFFECTS_PROBE = """
 import json, os, sys
 before = dict(os.environ)

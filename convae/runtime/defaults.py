@@ -156,8 +156,14 @@ def link_problem(cxx, ldflags):
 
 
 def fast_path_enabled():
-    """False if the user set ``CONVAE_FAST=0`` to turn convae's fast path off."""
-    return os.environ.get("CONVAE_FAST", "1") != "0"
+    """False if the user set ``CONVAE_FAST=0`` to turn convae's fast path off;
+    True if it is 1, empty or unset. SettingError for anything else: ``false``
+    or ``off`` would leave it on unnoticed."""
+    value = os.environ.get("CONVAE_FAST", "")
+    if value not in ("", "0", "1"):
+        raise SettingError("CONVAE_FAST={!r}: give 0 to switch convae's fast path off, or 1 "
+                           "(the default) to leave it on".format(value))
+    return value != "0"
 
 
 def default_flags(user):

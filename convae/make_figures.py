@@ -13,13 +13,29 @@ import numpy as np
 import convae
 from convae import cli, data, figures
 from convae.codec import Codec
-from convae.files import SHIPPED_DENOISING_WEIGHTS, SHIPPED_METRICS
+from convae.files import (METRICS_FILE, SHIPPED_DENOISING_WEIGHTS, SHIPPED_METRICS,
+                          SHIPPED_WEIGHTS)
 
 
 def noisy_copies(images, level=0.3, seed=0):
     """Gaussian noise of std ``level`` added to images, clipped to [0, 1]."""
     noise = np.random.RandomState(seed).normal(0, level, images.shape)
     return np.clip(images + noise, 0, 1).astype(np.float32)
+
+
+def run_metrics(weights):
+    """The metrics.jsonl of the run whose ``--weights`` these are: the shipped
+    run's for None, else the one beside the model.npz (or in its run
+    directory). PathError if there is none: another run's learning curves
+    beside these weights' figures would pass for theirs."""
+    model = os.path.abspath(cli.weights_path(weights))
+    if model == SHIPPED_WEIGHTS:
+        return SHIPPED_METRICS
+    path = os.path.join(os.path.dirname(model), METRICS_FILE)
+    if not os.path.isfile(path):
+        raise cli.PathError("--weights {}: no {} beside it for the learning curves; give "
+                            "--metrics".format(weights, METRICS_FILE))
+    return path
 
 
 def make_all(codec, X_test, y_test, metrics, denoiser, out_dir):
@@ -57,7 +73,7 @@ def make_figures(args):
     # Every file the user named is read before the data, which may need a download.
     codec = Codec(cli.weights_path(args.weights))
     denoising = Codec(cli.weights_path(args.denoising_weights))
-    metrics = figures.read_metrics(args.metrics)
+    metrics = figures.read_metrics(args.metrics or run_metrics(args.weights))
     X_test, y_test = data.load_test_set(args.dataset, args.data_dir)
     for path in make_all(codec, X_test, y_test, metrics, denoising, args.out_dir):
         print("wrote " + path)
@@ -69,8 +85,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="convae-figures",
                                      description=__doc__.split("\n")[0])
     cli.common_arguments(parser)
-    parser.add_argument("--metrics", type=cli.nonempty_path, default=SHIPPED_METRICS,
-                        help="metrics.jsonl of the run (default: the shipped run's)")
+    parser.add_argument("--metrics", type=cli.nonempty_path,
+                        help="metrics.jsonl of the run (default: the one beside "
+                        "--weights, or the shipped run's)")
     parser.add_argument("--denoising-weights", type=cli.nonempty_path,
                         default=SHIPPED_DENOISING_WEIGHTS,
                         help="weights of a --noise gaussian run (default: shipped)")

@@ -1,6 +1,7 @@
 """Figures and the reconstruction command, checked against NumPy."""
 import os
 import re
+import shutil
 import signal
 import time
 
@@ -398,3 +399,27 @@ def test_a_command_stopped_while_compiling_says_so_in_one_line(
     assert capsys.readouterr().err == "convae-reconstruct: interrupted\n"
     assert os.listdir(tmp_path) == []
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back as it was
+
+
+def test_the_learning_curves_are_those_of_the_run_the_weights_come_from(tmp_path, capsys,
+                                                                       monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(files.SHIPPED_WEIGHTS, run / "model.npz")
+    (run / "metrics.jsonl").write_text(open(files.SHIPPED_METRICS).readline())
+    assert make_figures.run_metrics(str(run)) == str(run / "metrics.jsonl")
+    assert make_figures.run_metrics(str(run / "model.npz")) == str(run / "metrics.jsonl")
+    assert make_figures.run_metrics(None) == files.SHIPPED_METRICS
+    assert make_figures.run_metrics(files.SHIPPED_WEIGHTS) == files.SHIPPED_METRICS
+    # Weights alone, away from their run: the shipped run's curves would pass
+    # for theirs. Refused before the test set is loaded.
+    shutil.copy(files.SHIPPED_WEIGHTS, tmp_path / "alone.npz")
+
+    def no_loading(*args):
+        raise AssertionError("loaded the test set")
+    monkeypatch.setattr(make_figures.data, "load_test_set", no_loading)
+    assert make_figures.main(["--weights", str(tmp_path / "alone.npz"),
+                              "--out-dir", str(tmp_path / "figs")]) == 1
+    assert capsys.readouterr().err == (
+        "convae-figures: error: --weights {}: no metrics.jsonl beside it for the learning "
+        "curves; give --metrics\n".format(tmp_path / "alone.npz"))

@@ -58,6 +58,26 @@ def encode(checkpoint):
     return npz_bytes(arrays)
 
 
+def settings_of(path):
+    """The run's settings (a dict) in the checkpoint ``path``, without its
+    arrays; CheckpointError if it is not a readable convae checkpoint."""
+    try:
+        settings = json.loads(str(read_npz(path)["settings"]))
+    except NpzFileError as e:
+        raise CheckpointError(str(e))
+    except (ValueError, KeyError) as e:
+        raise _not_a_checkpoint(path, e)
+    if not isinstance(settings, dict):
+        raise _not_a_checkpoint(path, ValueError("settings are not a mapping"))
+    return settings
+
+
+def _not_a_checkpoint(path, error):
+    """The CheckpointError for a file that ``error`` shows is no convae checkpoint."""
+    return CheckpointError("{}: not a convae checkpoint ({}{})".format(
+        path, "no " if isinstance(error, KeyError) else "", error))
+
+
 def load(path, setting_names):
     """The Checkpoint in ``path``; CheckpointError if it is not a readable convae checkpoint.
 
@@ -86,5 +106,4 @@ def load(path, setting_names):
             rng_state=("MT19937", saved["rng_keys"], int(pos), int(has_gauss), float(gauss)),
             epochs=int(saved["epochs"]) if "epochs" in saved else -1, path=path)
     except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError("{}: not a convae checkpoint ({}{})".format(
-            path, "no " if isinstance(e, KeyError) else "", e))
+        raise _not_a_checkpoint(path, e)

@@ -10,8 +10,8 @@ import tempfile
 import threading
 import traceback
 
-from convae import data
-from convae.files import (SHIPPED_WEIGHTS, TEMPORARY_PREFIX, ParameterFileError,
+from convae import checkpoint, data
+from convae.files import (CHECKPOINT_FILE, SHIPPED_WEIGHTS, TEMPORARY_PREFIX, ParameterFileError,
                           missing_directories, parameter_file)
 
 # The errors of a disk that is full, or full for this user.
@@ -77,7 +77,9 @@ def common_arguments(parser):
     weights_argument(parser)
     parser.add_argument("--data-dir", type=nonempty_path, help="directory with the IDX files "
                         "(default: as convae-train)")
-    parser.add_argument("--dataset", choices=sorted(data.DATASETS), default="mnist")
+    parser.add_argument("--dataset", choices=sorted(data.DATASETS),
+                        help="default: the one the --weights run trained on (its "
+                        "checkpoint says), else mnist")
 
 
 def weights_path(path):
@@ -88,6 +90,21 @@ def weights_path(path):
     if not os.path.isfile(path):
         raise ValueError("no weights at {}".format(path))
     return path
+
+
+def dataset_to_show(dataset, weights):
+    """--dataset if given, else the one the run behind ``weights`` (a --weights)
+    trained on, from the checkpoint beside its model.npz, else 'mnist'.
+    PathError if that checkpoint cannot be read."""
+    if dataset or weights is None:
+        return dataset or "mnist"
+    path = os.path.join(os.path.dirname(weights_path(weights)), CHECKPOINT_FILE)
+    if not os.path.isfile(path):
+        return "mnist"
+    try:
+        return checkpoint.settings_of(path).get("dataset", "mnist")
+    except checkpoint.CheckpointError as e:
+        raise PathError("{}; give --dataset".format(e))
 
 
 def _directory_problem(directory):

@@ -74,7 +74,8 @@ def make_figures(args):
     codec = Codec(cli.weights_path(args.weights))
     denoising = Codec(cli.weights_path(args.denoising_weights))
     metrics = figures.read_metrics(args.metrics or run_metrics(args.weights))
-    X_test, y_test = data.load_test_set(args.dataset, args.data_dir)
+    X_test, y_test = data.load_test_set(cli.dataset_to_show(args.dataset, args.weights),
+                                        args.data_dir)
     for path in make_all(codec, X_test, y_test, metrics, denoising, args.out_dir):
         print("wrote " + path)
     return 0

@@ -48,7 +48,8 @@ def reconstruct(args):
     figure_format(args.out)  # a name it cannot be written as: before any work
     out = cli.writable_path(args.out)
     codec = Codec(cli.weights_path(args.weights))  # before the data, which may need a download
-    X_test, y_test = data.load_test_set(args.dataset, args.data_dir)
+    X_test, y_test = data.load_test_set(cli.dataset_to_show(args.dataset, args.weights),
+                                        args.data_dir)
     indices = pick_indices(y_test, args.indices, args.n, args.seed or 0)
     originals = X_test[indices]
     reconstructions = codec.reconstruct(originals)

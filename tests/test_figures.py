@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from convae import bench, export, figures, files, make_figures, reconstruct, train
+from convae import (bench, checkpoint, cli, data, export, figures, files, make_figures,
+                    reconstruct, train)
 from convae.codec import Codec
 
 import reference
@@ -423,3 +424,38 @@ def test_the_learning_curves_are_those_of_the_run_the_weights_come_from(tmp_path
     assert capsys.readouterr().err == (
         "convae-figures: error: --weights {}: no metrics.jsonl beside it for the learning "
         "curves; give --metrics\n".format(tmp_path / "alone.npz"))
+
+
+def test_the_digits_shown_are_from_the_dataset_the_weights_were_trained_on(
+        tmp_path, capsys, monkeypatch):
+    """convae-train --dataset fashion --out runs/f, then convae-reconstruct
+    --weights runs/f: Fashion-MNIST, as its checkpoint says, not MNIST digits
+    the network never saw."""
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(files.SHIPPED_WEIGHTS, run / "model.npz")
+    settings = dict(train.Settings(dataset="fashion").__dict__)
+    rng = np.random.RandomState(0).get_state()
+    (run / "checkpoint.npz").write_bytes(checkpoint.encode(checkpoint.Checkpoint(
+        settings=settings, architecture="[]", state=[], metrics=[], epoch=1, batch=0,
+        err_sum=0.0, rng_state=rng)))
+    assert cli.dataset_to_show(None, str(run)) == "fashion"
+    assert cli.dataset_to_show(None, str(run / "model.npz")) == "fashion"
+    assert cli.dataset_to_show("mnist", str(run)) == "mnist"  # the user's word wins
+    assert cli.dataset_to_show(None, None) == "mnist"  # the shipped weights
+    shutil.copy(files.SHIPPED_WEIGHTS, tmp_path / "alone.npz")
+    assert cli.dataset_to_show(None, str(tmp_path / "alone.npz")) == "mnist"
+    loaded = []
+
+    def load_test_set(dataset, data_dir):
+        loaded.append(dataset)
+        raise data.DataError("stop here")
+    monkeypatch.setattr(reconstruct.data, "load_test_set", load_test_set)
+    assert reconstruct.main(["--weights", str(run), "--out", str(tmp_path / "x.png")]) == 1
+    assert loaded == ["fashion"]
+    # A checkpoint that cannot be read: one line, and the way round it.
+    (run / "checkpoint.npz").write_bytes(b"not a checkpoint")
+    assert reconstruct.main(["--weights", str(run), "--out", str(tmp_path / "x.png")]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "convae-reconstruct: error: {}: not an .npz file; give --dataset".format(
+            run / "checkpoint.npz"))

@@ -38,8 +38,12 @@ def run_metrics(weights):
     return path
 
 
-def make_all(codec, X_test, y_test, metrics, denoiser, out_dir):
-    """Write all figures into out_dir; returns the list of paths written."""
+def make_all(codec, X_test, y_test, metrics, denoiser, denoiser_test, out_dir):
+    """Write all figures into out_dir; returns the list of paths written.
+
+    X_test (N, 1, 28, 28), y_test (N,): the test set shown; denoiser_test: the
+    (images, labels) of the one the denoiser was trained on, for its figure.
+    """
     written = []
 
     def save(fig, name):
@@ -59,7 +63,8 @@ def make_all(codec, X_test, y_test, metrics, denoiser, out_dir):
     path = figures.interpolate_codes(codes[first], codes[last], 8)
     save(figures.interpolation_figure(codec.decode(path), X_test[first],
                                       X_test[last]), "interpolation.png")
-    clean = X_test[shown]
+    X_clean, y_clean = denoiser_test
+    clean = X_clean[figures.pick_indices(y_clean)]
     noisy = noisy_copies(clean)
     save(figures.denoising_figure(noisy, denoiser.reconstruct(noisy), clean),
          "denoising.png")
@@ -74,9 +79,15 @@ def make_figures(args):
     codec = Codec(cli.weights_path(args.weights))
     denoising = Codec(cli.weights_path(args.denoising_weights))
     metrics = figures.read_metrics(args.metrics or run_metrics(args.weights))
-    X_test, y_test = data.load_test_set(cli.dataset_to_show(args.dataset, args.weights),
-                                        args.data_dir)
-    for path in make_all(codec, X_test, y_test, metrics, denoising, args.out_dir):
+    dataset = cli.dataset_to_show(args.dataset, args.weights)
+    X_test, y_test = data.load_test_set(dataset, args.data_dir)
+    # The denoising run's figure shows the dataset that run trained on (from
+    # where convae-train finds it, if --data-dir holds the other one).
+    denoiser_dataset = cli.dataset_to_show(args.dataset, args.denoising_weights)
+    denoiser_test = ((X_test, y_test) if denoiser_dataset == dataset
+                     else data.load_test_set(denoiser_dataset))
+    for path in make_all(codec, X_test, y_test, metrics, denoising, denoiser_test,
+                         args.out_dir):
         print("wrote " + path)
     return 0
 

@@ -453,6 +453,25 @@ def test_the_digits_shown_are_from_the_dataset_the_weights_were_trained_on(
     monkeypatch.setattr(reconstruct.data, "load_test_set", load_test_set)
     assert reconstruct.main(["--weights", str(run), "--out", str(tmp_path / "x.png")]) == 1
     assert loaded == ["fashion"]
+    # All figures: the run's dataset, from --data-dir; the shipped denoising
+    # run's figure shows what it trained on, MNIST, from where it is found.
+    sets = []
+
+    def test_set(dataset, data_dir=None):
+        sets.append((dataset, data_dir))
+        return dataset, None
+    drawn = []
+    monkeypatch.setattr(make_figures.data, "load_test_set", test_set)
+    monkeypatch.setattr(make_figures, "make_all", lambda *args: drawn.append(args) or [])
+    (run / "metrics.jsonl").write_text(open(files.SHIPPED_METRICS).readline())
+    assert make_figures.main(["--weights", str(run), "--data-dir", "fashion-dir"]) == 0
+    assert sets == [("fashion", "fashion-dir"), ("mnist", None)]
+    codec, X_test, y_test, metrics, denoiser, denoiser_test, out_dir = drawn[0]
+    assert (X_test, denoiser_test) == ("fashion", ("mnist", None))
+    assert metrics == figures.read_metrics(str(run / "metrics.jsonl"))
+    sets.clear()
+    assert make_figures.main(["--weights", str(run), "--dataset", "mnist"]) == 0
+    assert sets == [("mnist", None)]  # the user's --dataset, for both
     # A checkpoint that cannot be read: one line, and the way round it.
     (run / "checkpoint.npz").write_bytes(b"not a checkpoint")
     assert reconstruct.main(["--weights", str(run), "--out", str(tmp_path / "x.png")]) == 1

@@ -25,7 +25,7 @@ class PathError(ValueError):
 
 
 # What the commands report as a one-line error rather than a traceback.
-USER_ERRORS = (ValueError, data.DataError, ParameterFileError, OSError)
+USER_ERRORS = (ValueError, data.DataError, ParameterFileError, OSError, MemoryError)
 
 
 def _number(text, convert, acceptable, wanted):

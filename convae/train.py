@@ -528,6 +528,10 @@ def main(argv=None):
                                    lambda f: f.write(json.dumps({"test_mse": test_err}) + "\n"),
                                    mode="w")
             return 0
+        except MemoryError as e:  # a batch too large for this machine
+            return cli.report_error("convae-train", TrainingError(
+                "out of memory {} ({}): a smaller --batch-size needs less".format(
+                    stage, cli.describe(e))))
         except Exception as e:
             if not (isinstance(e, (TrainingError, checkpoint.CheckpointError, data.DataError,
                                    cli.PathError, OSError)) or cli.compile_out_of_space(e)):

@@ -5,6 +5,7 @@ import itertools
 import json
 import os
 import pty
+import resource
 import select
 import signal
 import subprocess
@@ -626,3 +627,21 @@ def test_progress_bar_on_a_terminal_only(mnist_dir, tmp_path):
     assert "Epoch 1/1" in shown and "/2000" in shown and "img/s" in shown
     assert "<" in shown and "loss=0." in shown
     assert run_on(mnist_dir, tmp_path / "pipe", terminal=False) == ""
+
+
+def test_a_batch_too_large_for_the_memory_is_one_line(mnist_dir, tmp_path):
+    """--batch-size 20000 in 6 GB of address space: NumPy's MemoryError in the
+    first batch, reported in one line naming the flag, and no --out left."""
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, resource.RLIM_INFINITY))
+    done = subprocess.run(
+        [sys.executable, "-m", "convae.train", "--data-dir", mnist_dir, "--out",
+         str(tmp_path / "run"), "--batch-size", "20000", "--limit-train", "20000",
+         "--limit-val", "100", "--epochs", "1"],
+        cwd=REPO, preexec_fn=limit_memory, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("convae-train: error: out of memory while training (Unable to "
+                           "allocate ") and last.endswith(
+                               "): a smaller --batch-size needs less"), last
+    assert os.listdir(tmp_path) == []

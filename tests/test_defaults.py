@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from convae.runtime import defaults
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PROBE = """
@@ -243,3 +245,26 @@ def test_a_full_disk_under_theano_s_compile_directory_is_one_line(
         module.replace(".", "-") + ": error: Theano cannot compile: No space left on device "
         "in its compile directory " + str(disk))
     assert not (tmp_path / "out").exists()
+
+
+def test_theano_imported_before_convae_is_warned_of_with_the_defaults_missed(tmp_path):
+    """``import theano`` first (a Lasagne-era notebook's first line): Theano's
+    configuration is fixed before convae can set its defaults; say which."""
+    def imported_first(flags):
+        env = {k: v for k, v in os.environ.items() if k not in ("THEANO_FLAGS", "THEANORC")}
+        env.update(THEANORC=str(tmp_path / "no-theanorc"), THEANO_FLAGS=flags)
+        done = subprocess.run([sys.executable, "-c", "import theano, convae\n"
+                               "print(theano.config.floatX)"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip(), done.stderr
+    ldflags = defaults.openblas_ldflags()
+    floatx, stderr = imported_first("blas.ldflags=" + ldflags)  # Theano needs one to import
+    assert floatx == "float64"
+    assert ("RuntimeWarning: Theano was imported before convae, so convae's defaults are "
+            "not in force: floatX=float64 (convae's: float32), openmp=False (convae's: "
+            "True). Import convae before theano and lasagne") in stderr
+    # The user's own settings are theirs, and nothing is missed.
+    floatx, stderr = imported_first("blas.ldflags={},floatX=float64,openmp=False".format(
+        ldflags))
+    assert floatx == "float64" and "imported before convae" not in stderr

@@ -209,18 +209,40 @@ def user_settings():
             for key, value in settings.items()}
 
 
+def missed_defaults(config, user):
+    """convae's defaults, of those the ``user`` left unset, that a Theano
+    imported first (its ``config``) runs without: ['floatX=float64 (convae's:
+    float32)', ...]."""
+    missed = []
+    for key, wanted in default_flags(user).items():
+        if key.lower() in user:
+            continue
+        value = config
+        for name in key.split("."):
+            value = getattr(value, name)
+        if str(value) != wanted:
+            missed.append("{}={} (convae's: {})".format(key, value, wanted))
+    return missed
+
+
 def configure():
     """Add convae's defaults to THEANO_FLAGS for any flag the user left unset.
 
-    Does nothing once Theano has been imported: its configuration is then
-    already fixed, and belongs to whoever imported it. First, OpenBLAS is
+    Once Theano has been imported its configuration is fixed, and belongs to
+    whoever imported it: then it only warns of the defaults missed. First, OpenBLAS is
     told its core where it would run a generic one (see
     ``convae.runtime.openblas.choose_core``), if it is not loaded yet.
     """
     choose_core()
-    if "theano" in sys.modules:
-        return
     user = user_settings()
+    if "theano" in sys.modules:
+        missed = missed_defaults(sys.modules["theano"].config, user)
+        if missed:
+            warnings.warn("Theano was imported before convae, so convae's defaults are "
+                          "not in force: {}. Import convae before theano and lasagne, in a "
+                          "fresh process (or a restarted kernel)".format(", ".join(missed)),
+                          RuntimeWarning, stacklevel=3)
+        return
     additions = ["{}={}".format(key, value)
                  for key, value in default_flags(user).items()
                  if key.lower() not in user]

@@ -23,8 +23,9 @@ class Codec:
 
     Images are floats with pixels in [0, 1) (``convae.data``'s: 8-bit pixels
     divided by 256; 1.0, as dividing by 255 gives, is taken too), codes
-    floats; any float dtype is taken as float32. Other shapes, dtypes or
-    pixel values are a ValueError saying what was expected.
+    floats; any float dtype is taken, as Theano's floatX (float32 unless
+    THEANO_FLAGS says float64), the dtype of the results too. Other shapes,
+    dtypes or pixel values are a ValueError saying what was expected.
     """
 
     def __init__(self, weights=None):
@@ -47,17 +48,17 @@ class Codec:
             self.network, {code_layer: code_var}, deterministic=True))
 
     def reconstruct(self, images):
-        """(N, 1, 28, 28) images -> (N, 1, 28, 28) float32 reconstructions."""
+        """(N, 1, 28, 28) images -> (N, 1, 28, 28) reconstructions."""
         return _apply(self._reconstruct, _batch(images, self.image_shape, "images"),
                       self.image_shape)
 
     def encode(self, images):
-        """(N, 1, 28, 28) images -> (N, 256) float32 codes."""
+        """(N, 1, 28, 28) images -> (N, 256) codes."""
         return _apply(self._encode, _batch(images, self.image_shape, "images"),
                       self.code_shape)
 
     def decode(self, codes):
-        """(N, 256) codes -> (N, 1, 28, 28) float32 images."""
+        """(N, 256) codes -> (N, 1, 28, 28) images."""
         return _apply(self._decode, _batch(codes, self.code_shape, "codes"),
                       self.image_shape)
 
@@ -68,7 +69,7 @@ class Codec:
 
 
 def _batch(values, shape, what):
-    """values as a float32 array of shape (N,) + shape; ValueError if it is not one."""
+    """values as a floatX array of shape (N,) + shape; ValueError if it is not one."""
     values = np.asarray(values)
     if values.shape[1:] != shape or values.ndim != len(shape) + 1:
         raise ValueError("{} must be an array of shape (N, {}), got shape {}".format(
@@ -76,7 +77,7 @@ def _batch(values, shape, what):
     if values.dtype.kind != "f":
         hint = " in [0, 1): divide 8-bit pixels by 256" if what == "images" else ""
         raise ValueError("{} must be floats{}, got {}".format(what, hint, values.dtype))
-    values = values.astype(np.float32, copy=False)
+    values = values.astype(theano.config.floatX, copy=False)
     if what == "images" and values.size and not (values.min() >= 0 and values.max() <= 1):
         # Pixels of 0-255 in a float array, or standardised ones: as wrong as
         # 8-bit pixels, and silent but for the garbage out.
@@ -86,6 +87,6 @@ def _batch(values, shape, what):
 
 
 def _apply(function, batch, out_shape):
-    """function over batch, EVAL_BATCH rows per call: (N, ...) -> (N,) + out_shape float32."""
-    return np.concatenate([np.zeros((0,) + out_shape, np.float32)] + [
+    """function over batch, EVAL_BATCH rows per call: (N, ...) -> (N,) + out_shape floatX."""
+    return np.concatenate([np.zeros((0,) + out_shape, theano.config.floatX)] + [
         function(batch[start:start + EVAL_BATCH]) for start in range(0, len(batch), EVAL_BATCH)])

@@ -89,6 +89,8 @@ def test_codec_takes_float_batches_of_the_network_s_shapes(codec, digits):
     assert z.shape == (3, 256) and z.dtype == np.float32
     np.testing.assert_array_equal(codec.decode(z.tolist()), codec.decode(z))
     assert codec.reconstruct(X[:0]).shape == (0, 1, 28, 28)
+    # Theano's floatX, empty or not (float64 under THEANO_FLAGS=floatX=float64).
+    assert codec.reconstruct(X[:0]).dtype == codec.reconstruct(x).dtype == np.float32
     assert codec.reconstruct(np.ones((1, 1, 28, 28))).shape == (1, 1, 28, 28)  # pixels / 255
     assert codec.encode(X[:0]).shape == (0, 256)
     assert codec.decode(np.zeros((0, 256), np.float32)).shape == (0, 1, 28, 28)

@@ -153,15 +153,17 @@ def test_download_good_file(mirror, tmp_path):
 
 @pytest.mark.parametrize("bad", ["corrupt", "drop", "403", "404"])
 def test_bad_mirror_alone_leaves_nothing(mirror, tmp_path, bad):
-    with pytest.raises(data.DataError, match="could not download") as error:
+    with pytest.raises(data.DataError) as error:
         data.download("mnist", TEST_LABELS, str(tmp_path), [mirror + bad + "/"])
+    assert str(error.value).startswith("{} has no {}, and it could not be downloaded: {}{}/{}: "
+                                       .format(tmp_path, TEST_LABELS, mirror, bad, TEST_LABELS))
     assert "\n" not in str(error.value)
     assert os.listdir(tmp_path) == []
 
 
 def test_a_failed_download_leaves_no_directory_it_made(mirror, tmp_path):
     directory = tmp_path / "data" / "mnist"
-    with pytest.raises(data.DataError, match="could not download"):
+    with pytest.raises(data.DataError, match="could not be downloaded"):
         data.download("mnist", TEST_LABELS, str(directory), [mirror + "404/"])
     assert os.listdir(tmp_path) == []
 

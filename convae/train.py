@@ -453,6 +453,65 @@ def prepare_data(settings, data_dir):
     return X_train, X_val, X_test
 
 
+def run_to_start(args):
+    """What ``args`` ask for, checked against ``--out`` before anything is
+    compiled: (the Checkpoint to resume or None, Settings, epochs, lines to
+    print on resuming). TrainingError where ``--out`` does not fit the ask."""
+    path = os.path.join(args.out, files.CHECKPOINT_FILE)
+    if args.resume:
+        if not os.path.isfile(path):
+            raise TrainingError("--resume: no checkpoint at " + path)
+        saved = load_checkpoint(path)
+        settings, notes = resumed_settings(saved.settings, args)
+        epochs, epoch_notes = resumed_epochs(saved, args)
+        return saved, settings, epochs, notes + epoch_notes
+    if os.path.exists(path):
+        raise TrainingError("{} holds a run already: pass --resume to continue "
+                            "it, or choose another --out".format(args.out))
+    earlier = [name for name in (files.MODEL_FILE, files.METRICS_FILE, files.TEST_FILE)
+               if os.path.exists(os.path.join(args.out, name))]
+    if earlier:  # a run whose checkpoint is gone: a new one would overwrite them
+        raise TrainingError("{} holds {} of an earlier run, which a new run would "
+                            "overwrite: choose another --out".format(
+                                args.out, " and ".join(earlier)))
+    return None, new_settings(args), args.epochs or DEFAULT_EPOCHS, []
+
+
+def open_run(settings, out_dir, saved, epochs, notes):
+    """The compiled Run, continued from ``saved`` (if not None) and saved again,
+    so that ``out_dir`` describes the resume point whatever was cut off."""
+    print("Compiling the network (Theano caches this after the first run)...", flush=True)
+    run = Run(settings, out_dir, progress=None)
+    if saved is not None:
+        run.restore(saved)
+        run.epochs = epochs
+        run.save()
+        if run.epoch >= epochs:  # a finished run: only the test set is left
+            print("Training was done ({} of {} epochs); evaluating on the test set "
+                  "again".format(run.epoch, epochs))
+        else:
+            print("Resuming at epoch {}, batch {}".format(run.epoch + 1, run.batch + 1))
+        for note in notes:
+            print(note)
+    return run
+
+
+def train_until_stopped(run, X_train, X_val, epochs):
+    """``run.train`` until done, or until Ctrl-C, the SIGTERM a batch scheduler
+    sends before it kills a job, or the SIGHUP of a closed terminal (an SSH
+    session that dropped), which save the state at the current batch first.
+    Returns the number of the signal that stopped it, or None."""
+    stops = []
+    previous = {number: signal.signal(number, lambda number, _: stop(number, stops))
+                for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        finished = run.train(X_train, X_val, epochs, stop_requested=lambda: bool(stops))
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return None if finished else stops[0]
+
+
 def main(argv=None):
     """The training command; returns the process exit code."""
     args = parse_args(argv)
@@ -461,26 +520,7 @@ def main(argv=None):
         stage = "before training started"
         lock, made = None, []
         try:
-            path = os.path.join(args.out, files.CHECKPOINT_FILE)
-            if args.resume:
-                if not os.path.isfile(path):
-                    raise TrainingError("--resume: no checkpoint at " + path)
-                saved = load_checkpoint(path)
-                settings, notes = resumed_settings(saved.settings, args)
-                epochs, epoch_notes = resumed_epochs(saved, args)
-                notes += epoch_notes
-            else:
-                if os.path.exists(path):
-                    raise TrainingError("{} holds a run already: pass --resume to continue "
-                                        "it, or choose another --out".format(args.out))
-                earlier = [name for name in (files.MODEL_FILE, files.METRICS_FILE, files.TEST_FILE)
-                           if os.path.exists(os.path.join(args.out, name))]
-                if earlier:  # a run whose checkpoint is gone: a new one would overwrite them
-                    raise TrainingError("{} holds {} of an earlier run, which a new run would "
-                                        "overwrite: choose another --out".format(
-                                            args.out, " and ".join(earlier)))
-                saved, notes = None, []
-                settings, epochs = new_settings(args), args.epochs or DEFAULT_EPOCHS
+            saved, settings, epochs, notes = run_to_start(args)
             cli.writable_directory(args.out, "--out")
             X_train, X_val, X_test = prepare_data(settings, args.data_dir)
             made = files.make_directories(args.out)  # removed again if left empty
@@ -490,36 +530,13 @@ def main(argv=None):
                 raise TrainingError("--out {}: another convae-train is running there; let it "
                                     "finish, or choose another --out".format(args.out))
             files.remove_temporaries(args.out)
-            print("Compiling the network (Theano caches this after the first run)...",
-                  flush=True)
-            run = Run(settings, args.out, progress=None)
-            if saved is not None:
-                run.restore(saved)
-                run.epochs = epochs
-                run.save()  # --out describes the resume point again, whatever was cut off
-                if run.epoch >= epochs:  # a finished run: only the test set is left
-                    print("Training was done ({} of {} epochs); evaluating on the test set "
-                          "again".format(run.epoch, epochs))
-                else:
-                    print("Resuming at epoch {}, batch {}".format(run.epoch + 1, run.batch + 1))
-                for note in notes:
-                    print(note)
-            # Ctrl-C, the SIGTERM a batch scheduler sends before it kills a job, or
-            # the SIGHUP of a closed terminal (an SSH session that dropped): the
-            # state at the current batch is saved first.
-            stops = []
-            previous = {number: signal.signal(number, lambda number, _: stop(number, stops))
-                        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-            try:
-                stage = "while training"
-                finished = run.train(X_train, X_val, epochs, stop_requested=lambda: bool(stops))
-            finally:
-                for number, handler in previous.items():
-                    signal.signal(number, handler)
-            if not finished:
+            run = open_run(settings, args.out, saved, epochs, notes)
+            stage = "while training"
+            stopped_by = train_until_stopped(run, X_train, X_val, epochs)
+            if stopped_by:
                 print("Interrupted: state saved in {}; continue with --resume".format(
                     args.out))
-                return 128 + stops[0]  # the shell's code for that signal: 130, 143, 129
+                return 128 + stopped_by  # the shell's code for that signal: 130, 143, 129
             stage = ("during the final test evaluation; training is complete and saved "
                      "in {} (--resume evaluates again)".format(args.out))
             test_err = mean_loss(run.compiled.val_fn, X_test)

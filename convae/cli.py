@@ -154,17 +154,21 @@ def compile_out_of_space(error):
     if ``error`` is Theano failing to compile for want of space, else None:
     its compiler's failure, or an OSError raised in Theano, which writes only
     in its compile directory."""
-    complaints = [os.strerror(number) for number in OUT_OF_SPACE]
     if isinstance(error, OSError):
-        theano = sys.modules.get("theano")
-        raised_in_theano = theano is not None and any(
-            frame.filename.startswith(os.path.dirname(theano.__file__) + os.sep)
-            for frame in traceback.extract_tb(error.__traceback__))
-        return os.strerror(error.errno) if raised_in_theano \
-            and error.errno in OUT_OF_SPACE else None
+        in_theano = error.errno in OUT_OF_SPACE and _raised_in_theano(error)
+        return os.strerror(error.errno) if in_theano else None
     if type(error) is Exception and "Compilation failed" in str(error):
-        return next((text for text in complaints if text in str(error)), None)
+        return next((os.strerror(number) for number in OUT_OF_SPACE
+                     if os.strerror(number) in str(error)), None)
     return None
+
+
+def _raised_in_theano(error):
+    """Whether ``error`` was raised in Theano's code (which is then imported)."""
+    theano = sys.modules.get("theano")
+    package = os.path.dirname(theano.__file__) + os.sep if theano else None
+    return package is not None and any(frame.filename.startswith(package) for frame in
+                                       traceback.extract_tb(error.__traceback__))
 
 
 def describe(error):

@@ -7,8 +7,9 @@ example's: the last 10,000 training images are the validation set, the 10,000
 t10k images the test set.
 
 Where the files come from, first match wins: ``--data-dir`` (or the
-``data_dir`` argument), else ``$CONVAE_DATA_DIR/<dataset>``, else for
-Fashion-MNIST Debian's ``dataset-fashion-mnist`` package, else the per-user
+``data_dir`` argument), else ``$CONVAE_DATA_DIR/<dataset>`` if that directory
+exists, else for Fashion-MNIST Debian's ``dataset-fashion-mnist`` package if
+installed, else ``$CONVAE_DATA_DIR/<dataset>`` (when set) or the per-user
 cache ``$XDG_CACHE_HOME/convae/<dataset>`` (``~/.cache/convae/<dataset>``).
 Missing files are downloaded into the chosen directory from a list of public
 mirrors. Every file is checked against its known SHA-256 before it is used:
@@ -153,12 +154,20 @@ def sha256_ok(path, dataset, name):
 
 
 def default_data_dir(dataset):
-    """The directory convae reads ``dataset`` from when none is given."""
-    if os.environ.get("CONVAE_DATA_DIR"):  # "~/data" in quotes: the shell left the ~
-        return os.path.join(os.path.expanduser(os.environ["CONVAE_DATA_DIR"]), dataset)
+    """The directory convae reads ``dataset`` from when none is given (see the
+    module docstring): ``$CONVAE_DATA_DIR/<dataset>`` where it exists, else
+    Debian's package where it is installed whole, else where missing files
+    are to be downloaded: ``$CONVAE_DATA_DIR/<dataset>`` or the cache."""
+    root = os.environ.get("CONVAE_DATA_DIR")
+    # "~/data" in quotes: the shell left the ~.
+    chosen = os.path.join(os.path.expanduser(root), dataset) if root else None
+    if chosen and os.path.isdir(chosen):
+        return chosen
     debian = DATASETS[dataset]["debian_dir"]
     if debian and all(_locate(debian, name) for name in FILES):
         return debian
+    if chosen:
+        return chosen
     cache = os.environ.get("XDG_CACHE_HOME", "")
     if not os.path.isabs(cache):  # unset, empty or relative: the XDG spec says ignore it
         cache = os.path.expanduser("~/.cache")

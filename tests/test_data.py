@@ -239,6 +239,28 @@ def test_default_cache_dir(monkeypatch, tmp_path):
                                                      / "mnist")
 
 
+def test_convae_data_dir_without_the_dataset_leaves_it_to_debian_s_package(
+        monkeypatch, tmp_path):
+    """CONVAE_DATA_DIR set for MNIST (data/mnist only), --dataset fashion: the
+    installed Debian package, not a download into data/fashion."""
+    debian = tmp_path / "debian"
+    debian.mkdir()
+    for name in data.FILES:
+        (debian / name).write_bytes(b"")
+    monkeypatch.setitem(data.DATASETS["fashion"], "debian_dir", str(debian))
+    monkeypatch.setenv("CONVAE_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    assert data.default_data_dir("mnist") == str(tmp_path / "data" / "mnist")
+    assert data.default_data_dir("fashion") == str(debian)
+    # A data/fashion of the user's own comes first, whatever it holds yet.
+    (tmp_path / "data" / "fashion").mkdir()
+    assert data.default_data_dir("fashion") == str(tmp_path / "data" / "fashion")
+    # Without the package, data/fashion is where the download goes.
+    os.rmdir(tmp_path / "data" / "fashion")
+    os.remove(debian / data.FILES[0])
+    assert data.default_data_dir("fashion") == str(tmp_path / "data" / "fashion")
+
+
 def test_a_tilde_in_convae_data_dir_means_the_home_directory(monkeypatch, tmp_path):
     """export CONVAE_DATA_DIR="~/data", quoted, leaves the ~ to convae."""
     monkeypatch.setenv("HOME", str(tmp_path))

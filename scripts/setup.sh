@@ -2,7 +2,8 @@
 # Set up everything convae needs, on a fresh Debian/Ubuntu machine or an old one:
 #  1. OpenBLAS from the distribution (libopenblas-dev), which Theano links for
 #     its BLAS calls and gemm-based convolutions, g++ if there is none (Theano
-#     compiles every op with it), and Fashion-MNIST
+#     compiles every op with it), a Debian Python's headers (python3.X-dev)
+#     if they are missing (Theano compiles against them), and Fashion-MNIST
 #     (dataset-fashion-mnist, 30 MB) for --dataset fashion;
 #  2. a virtual environment in .venv with requirements.txt and convae itself,
 #     made with CPython 3.9 to 3.11 (Theano 1.0.5 needs numpy < 1.24, whose
@@ -77,6 +78,18 @@ if [ -x .venv/bin/python ] && ! supported .venv/bin/python; then
     exit 1
 fi
 
+include_dir() {  # where $1 keeps its C headers (a venv's are its base Python's)
+    "$1" -c 'import sysconfig; print(sysconfig.get_paths()["include"])'
+}
+
+# The Python for .venv: Theano compiles every op against its headers (Python.h).
+if [ -x .venv/bin/python ]; then
+    python=.venv/bin/python
+else
+    python=$(find_python)
+fi
+headers=$(include_dir "$python")
+
 have_openblas() {  # the same places convae/runtime/openblas.py looks
     local f
     for f in /usr/lib/*/libopenblas.so /usr/lib/libopenblas.so \
@@ -90,6 +103,15 @@ packages=""
 have_openblas || packages="libopenblas-dev"
 command -v g++ >/dev/null 2>&1 || packages="$packages g++"  # Theano compiles with it
 [ -d /usr/share/datasets/fashion-mnist ] || packages="$packages dataset-fashion-mnist"
+if [ ! -e "$headers/Python.h" ]; then
+    case "$headers" in
+        /usr/include/python3.*) packages="$packages ${headers#/usr/include/}-dev" ;;
+        *) echo "setup: $python has no C headers ($headers/Python.h), which Theano" \
+                "compiles every op against; install them, or set PYTHON to a CPython" \
+                "3.9 to 3.11 that has them" >&2
+           exit 1 ;;
+    esac
+fi
 if [ -n "$packages" ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -99,7 +121,6 @@ if [ -n "$packages" ]; then
 fi
 
 if [ ! -x .venv/bin/python ]; then
-    python=$(find_python)
     "$python" -m venv .venv
 fi
 

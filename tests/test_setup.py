@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETUP = os.path.join(REPO, "scripts", "setup.sh")
 
@@ -117,14 +119,45 @@ def test_a_venv_of_another_python_is_refused_before_any_work(tmp_path):
     assert sorted(os.listdir(tmp_path / ".venv")) == ["bin"]
 
 
-def test_a_machine_without_g_plus_plus_gets_it_from_apt(tmp_path):
-    """Theano compiles every op with g++; setup used to leave a machine without it."""
+def apt_installs(tmp_path, programs):
+    """What setup asks apt-get to install on a machine of ``programs`` (an
+    apt-get that logs and then stops setup at the install, before any venv)."""
     log = tmp_path / "apt.log"
-    # apt-get stops setup at the install, before any venv is made.
     apt = 'echo "$*" >> {}\ncase "$1" in update) exit 0;; *) exit 1;; esac\n'.format(log)
-    done = run_setup_copy(tmp_path, {"apt-get": apt})  # no g++ on this PATH
+    done = run_setup_copy(tmp_path, dict(programs, **{"apt-get": apt}))
     assert done.returncode == 1, done.stderr
+    assert not os.path.exists(tmp_path / ".venv")
     update, install = log.read_text().splitlines()
     assert update == "update -qq" and install.startswith("install -y -qq ")
-    assert "g++" in install.split()
+    return install.split()[3:]
+
+
+def test_a_machine_without_g_plus_plus_gets_it_from_apt(tmp_path):
+    """Theano compiles every op with g++; setup used to leave a machine without it."""
+    python = {"python3.11": 'exec {} "$@"\n'.format(sys.executable)}
+    assert "g++" in apt_installs(tmp_path, python)  # no g++ on this PATH
+
+
+def test_a_debian_python_without_its_headers_gets_them_from_apt(tmp_path):
+    """Debian's python3.X comes without Python.h, which Theano compiles every op
+    against: python3.X-dev is installed with the rest."""
+    missing = [version for version in ("3.9", "3.10", "3.11")
+               if not os.path.exists("/usr/include/python{}/Python.h".format(version))]
+    if not missing:
+        pytest.skip("this machine has the headers of every Debian python3.9-3.11")
+    debian_python = ('case "$*" in *sysconfig*) echo /usr/include/python{};;'
+                     ' *) exec {} "$@";; esac\n'.format(missing[0], sys.executable))
+    assert "python{}-dev".format(missing[0]) in apt_installs(
+        tmp_path, {"python3.11": debian_python})
+
+
+def test_a_python_without_headers_setup_cannot_install_is_one_line(tmp_path):
+    bare = ('case "$*" in *sysconfig*) echo /opt/bare/include;;'
+            ' *) exec {} "$@";; esac\n'.format(sys.executable))
+    done = run_setup_copy(tmp_path, {"python3.11": bare, "apt-get": "exit 1\n"})
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == ("setup: {}/bin/python3.11 has no C headers "
+                           "(/opt/bare/include/Python.h), which Theano compiles every op "
+                           "against; install them, or set PYTHON to a CPython 3.9 to 3.11 "
+                           "that has them\n".format(tmp_path))
     assert not os.path.exists(tmp_path / ".venv")

@@ -2,8 +2,9 @@
 # Set up everything convae needs, on a fresh Debian/Ubuntu machine or an old one:
 #  1. OpenBLAS from the distribution (libopenblas-dev), which Theano links for
 #     its BLAS calls and gemm-based convolutions, g++ if there is none (Theano
-#     compiles every op with it), a Debian Python's headers (python3.X-dev)
-#     if they are missing (Theano compiles against them), and Fashion-MNIST
+#     compiles every op with it), a Debian Python's headers (python3.X-dev:
+#     Theano compiles against them) and venv (python3.X-venv) if they are
+#     missing, and Fashion-MNIST
 #     (dataset-fashion-mnist, 30 MB) for --dataset fashion;
 #  2. a virtual environment in .venv with requirements.txt and convae itself,
 #     made with CPython 3.9 to 3.11 (Theano 1.0.5 needs numpy < 1.24, whose
@@ -103,14 +104,22 @@ packages=""
 have_openblas || packages="libopenblas-dev"
 command -v g++ >/dev/null 2>&1 || packages="$packages g++"  # Theano compiles with it
 [ -d /usr/share/datasets/fashion-mnist ] || packages="$packages dataset-fashion-mnist"
+# A Debian (or Ubuntu) Python, python3.X, keeps its headers in python3.X-dev
+# and venv's ensurepip in python3.X-venv.
+debian_python=""
+case "$headers" in /usr/include/python3.*) debian_python=${headers#/usr/include/} ;; esac
 if [ ! -e "$headers/Python.h" ]; then
-    case "$headers" in
-        /usr/include/python3.*) packages="$packages ${headers#/usr/include/}-dev" ;;
-        *) echo "setup: $python has no C headers ($headers/Python.h), which Theano" \
-                "compiles every op against; install them, or set PYTHON to a CPython" \
-                "3.9 to 3.11 that has them" >&2
-           exit 1 ;;
-    esac
+    if [ -z "$debian_python" ]; then
+        echo "setup: $python has no C headers ($headers/Python.h), which Theano" \
+             "compiles every op against; install them, or set PYTHON to a CPython" \
+             "3.9 to 3.11 that has them" >&2
+        exit 1
+    fi
+    packages="$packages $debian_python-dev"
+fi
+if [ ! -x .venv/bin/python ] && [ -n "$debian_python" ] &&
+        ! "$python" -c 'import ensurepip' >/dev/null 2>&1; then
+    packages="$packages $debian_python-venv"
 fi
 if [ -n "$packages" ]; then
     sudo=""

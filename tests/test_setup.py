@@ -138,17 +138,20 @@ def test_a_machine_without_g_plus_plus_gets_it_from_apt(tmp_path):
     assert "g++" in apt_installs(tmp_path, python)  # no g++ on this PATH
 
 
-def test_a_debian_python_without_its_headers_gets_them_from_apt(tmp_path):
+def test_a_debian_python_without_headers_or_venv_gets_them_from_apt(tmp_path):
     """Debian's python3.X comes without Python.h, which Theano compiles every op
-    against: python3.X-dev is installed with the rest."""
+    against, and without venv: python3.X-dev and -venv are installed with the rest."""
     missing = [version for version in ("3.9", "3.10", "3.11")
                if not os.path.exists("/usr/include/python{}/Python.h".format(version))]
     if not missing:
         pytest.skip("this machine has the headers of every Debian python3.9-3.11")
+    # ... and without venv's ensurepip (python3.X-venv), so no .venv could be made.
     debian_python = ('case "$*" in *sysconfig*) echo /usr/include/python{};;'
-                     ' *) exec {} "$@";; esac\n'.format(missing[0], sys.executable))
-    assert "python{}-dev".format(missing[0]) in apt_installs(
-        tmp_path, {"python3.11": debian_python})
+                     ' *ensurepip*) exit 1;; *) exec {} "$@";; esac\n'.format(
+                         missing[0], sys.executable))
+    installs = apt_installs(tmp_path, {"python3.11": debian_python})
+    assert {"python{}-dev".format(missing[0]), "python{}-venv".format(missing[0])} <= set(
+        installs)
 
 
 def test_a_python_without_headers_setup_cannot_install_is_one_line(tmp_path):

@@ -60,7 +60,7 @@ find_python() {  # prints the interpreter for .venv, or says how to get one
     fi
     echo "setup: convae needs CPython 3.9 to 3.11 (Theano 1.0.5 needs numpy < 1.24)" \
          "and found none, nor could uv install one. Get one with:" \
-         "python3 -m pip install --user uv && ~/.local/bin/uv python install 3.11" \
+         "sudo apt-get install pipx && pipx install uv && ~/.local/bin/uv python install 3.11" \
          "(then run this again), or set PYTHON=/path/to/python3.11" >&2
     return 1
 }

@@ -61,7 +61,8 @@ def test_only_a_newer_python_and_no_uv_says_the_command_that_would(tmp_path):
     message = done.stderr.strip()
     assert message.count("\n") == 0
     assert "needs CPython 3.9 to 3.11" in message
-    assert "python3 -m pip install --user uv && ~/.local/bin/uv python install 3.11" in message
+    assert ("sudo apt-get install pipx && pipx install uv && ~/.local/bin/uv python "
+            "install 3.11") in message
     assert not os.path.exists(os.path.join(REPO, ".venv-uv"))
 
 

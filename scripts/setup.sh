@@ -124,6 +124,11 @@ fi
 if [ -n "$packages" ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    if [ -n "$sudo" ] && ! command -v sudo >/dev/null 2>&1; then
+        echo "setup: installing$packages takes root, and there is no sudo: run this" \
+             "as root, or have them installed (apt-get install$packages)" >&2
+        exit 1
+    fi
     echo "setup: installing$packages with apt-get" >&2
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $packages >/dev/null

@@ -4,6 +4,7 @@ A real CPython 3.12-only machine and uv's download of a CPython (from outside
 PyPI) cannot be had here: stand-ins on PATH play them.
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -17,11 +18,15 @@ def machine(tmp_path, programs):
     """A PATH holding only the given stand-in programs and the tools setup.sh needs."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("dirname", "rm", "id"):
-        os.symlink(subprocess.check_output(["which", tool], text=True).strip(), bin_dir / tool)
     for name, script in programs.items():
         (bin_dir / name).write_text("#!/bin/bash\n" + script)
         (bin_dir / name).chmod(0o755)
+    # The real tools, where no stand-in plays them (linked after the stand-ins
+    # are written: writing through a link would overwrite the real program).
+    for tool in ("dirname", "rm", "id"):
+        if tool not in programs:
+            os.symlink(subprocess.check_output(["which", tool], text=True).strip(),
+                       bin_dir / tool)
     return str(bin_dir)
 
 
@@ -165,3 +170,16 @@ def test_a_python_without_headers_setup_cannot_install_is_one_line(tmp_path):
                            "against; install them, or set PYTHON to a CPython 3.9 to 3.11 "
                            "that has them\n".format(tmp_path))
     assert not os.path.exists(tmp_path / ".venv")
+
+
+def test_packages_to_install_without_root_or_sudo_is_one_line(tmp_path):
+    """A user's account on a machine without sudo: say what to install, not
+    'sudo: command not found'."""
+    done = run_setup_copy(tmp_path, {"python3.11": 'exec {} "$@"\n'.format(sys.executable),
+                                     "id": "echo 1000\n", "apt-get": "exit 1\n"})
+    assert (done.returncode, done.stdout) == (1, "")
+    said = re.fullmatch(r"setup: installing (.+) takes root, and there is no sudo: run this "
+                        r"as root, or have them installed \(apt-get install (.+)\)\n",
+                        done.stderr)
+    assert said and said.group(1) == said.group(2), done.stderr
+    assert "g++" in said.group(1).split()  # none on this PATH

@@ -66,8 +66,11 @@ class ConvolutionalAutoencoder(nn.Module):
 
 
 def training_images(data_dir, count):
-    """The first ``count`` MNIST training images, float32 (count, 1, 28, 28) / 256."""
+    """The first ``count`` MNIST training images, float32 (count, 1, 28, 28) / 256,
+    from the IDX file in ``data_dir``, gzip-compressed or not (as convae takes it)."""
     path = os.path.join(data_dir, IMAGES)
+    if not os.path.exists(path) and os.path.exists(path[:-len(".gz")]):
+        path = path[:-len(".gz")]
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as f:

@@ -1,5 +1,6 @@
 """The benchmark: its errors (one line and a non-zero exit, never a traceback), how
 it times (best windows, taking turns) and what it reports."""
+import gzip
 import importlib.util
 import json
 import os
@@ -245,3 +246,13 @@ def test_bench_pytorch_bad_input_is_one_line(flags, code, message, mnist_dir):
                           capture_output=True, text=True)
     assert done.returncode == code and done.stdout == ""
     assert message in done.stderr.strip().splitlines()[-1] and "Traceback" not in done.stderr
+
+
+def test_bench_pytorch_reads_an_uncompressed_images_file_as_convae_does(mnist_dir, tmp_path):
+    python, script = torch_python()
+    with gzip.open(os.path.join(mnist_dir, "train-images-idx3-ubyte.gz")) as f:
+        (tmp_path / "train-images-idx3-ubyte").write_bytes(f.read(16 + 2 * 128 * 784))
+    done = subprocess.run([python, script, "--data-dir", str(tmp_path), "--batches", "2",
+                           "--rounds", "1"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["train_images_per_s"] > 0

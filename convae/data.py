@@ -215,8 +215,12 @@ def download(dataset, name, directory, mirrors=None, timeout=60):
     try:
         for mirror in mirrors or DATASETS[dataset]["mirrors"]:
             url = mirror + name
-            fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".part",
-                                       dir=directory)
+            try:
+                fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".part",
+                                           dir=directory)
+            except OSError as e:  # a directory the user may read but not write
+                raise DataError("{} has no {}, and it cannot be downloaded there ({})".format(
+                    directory, name, e.strerror or e))
             try:
                 os.chmod(tmp, plain_file_mode())  # as any file the user downloads, not 0600
                 # Unbuffered: closing it writes nothing, so cannot fail as the disk fills.
@@ -267,6 +271,11 @@ def dataset_files(dataset="mnist", data_dir=None, fetch=True, names=FILES):
     paths = {}
     for name in names:
         path = _locate(directory, name)
+        if path is None and data_dir and _locate(os.path.join(data_dir, dataset), name):
+            # The directory CONVAE_DATA_DIR names, given as the data directory.
+            raise DataError("{} has no {}, but {} has: the data directory is the one that "
+                            "holds the files".format(directory, name,
+                                                     os.path.join(data_dir, dataset)))
         if path is None:
             if not fetch:
                 raise DataError("{}: missing from {}".format(name, directory))

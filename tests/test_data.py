@@ -194,6 +194,31 @@ def test_a_download_that_cannot_be_written_stops_at_the_first_mirror(mirror, tmp
     assert os.listdir(tmp_path) == []
 
 
+def test_a_data_directory_that_cannot_be_written_is_one_line_naming_it(mirror):
+    """A directory the user may read but not write (sysfs refuses even root)."""
+    if not os.path.isdir("/sys/kernel"):
+        pytest.skip("no sysfs here")
+    with pytest.raises(data.DataError) as error:
+        data.download("mnist", TEST_LABELS, "/sys/kernel", [mirror + "good/"])
+    assert str(error.value) == ("/sys/kernel has no {}, and it cannot be downloaded there "
+                                "(Permission denied)".format(TEST_LABELS))
+
+
+def test_the_directory_above_the_files_is_named_with_the_one_that_holds_them(mnist_dir,
+                                                                            tmp_path):
+    """--data-dir ../shared/data where the files are in ../shared/data/mnist (what
+    CONVAE_DATA_DIR names): said, not a download of them into the wrong place."""
+    (tmp_path / "mnist").mkdir()
+    for name in data.FILES:
+        os.symlink(os.path.join(mnist_dir, name), tmp_path / "mnist" / name)
+    with pytest.raises(data.DataError) as error:
+        data.dataset_files("mnist", str(tmp_path))
+    assert str(error.value) == ("{} has no {}, but {} has: the data directory is the one "
+                                "that holds the files".format(tmp_path, data.FILES[0],
+                                                              tmp_path / "mnist"))
+    assert sorted(os.listdir(tmp_path)) == ["mnist"]
+
+
 def test_bad_mirrors_then_a_good_one(mirror, tmp_path):
     mirrors = [mirror + kind + "/" for kind in ("403", "404", "drop", "corrupt", "good")]
     path = data.download("mnist", TEST_LABELS, str(tmp_path), mirrors)

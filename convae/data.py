@@ -252,8 +252,9 @@ def download(dataset, name, directory, mirrors=None, timeout=60):
                     os.remove(tmp)
     finally:
         remove_empty(made)  # no empty data directory left behind by a failed download
-    raise DataError("{} has no {}, and it could not be downloaded: {}".format(
-        directory, name, "; ".join(failures)))
+    raise DataError("{} has no {}, and it could not be downloaded (offline, point "
+                    "--data-dir or CONVAE_DATA_DIR at the files): {}".format(
+                        directory, name, "; ".join(failures)))
 
 
 def dataset_files(dataset="mnist", data_dir=None, fetch=True, names=FILES):

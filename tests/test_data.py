@@ -155,8 +155,10 @@ def test_download_good_file(mirror, tmp_path):
 def test_bad_mirror_alone_leaves_nothing(mirror, tmp_path, bad):
     with pytest.raises(data.DataError) as error:
         data.download("mnist", TEST_LABELS, str(tmp_path), [mirror + bad + "/"])
-    assert str(error.value).startswith("{} has no {}, and it could not be downloaded: {}{}/{}: "
-                                       .format(tmp_path, TEST_LABELS, mirror, bad, TEST_LABELS))
+    assert str(error.value).startswith(
+        "{} has no {}, and it could not be downloaded (offline, point --data-dir or "
+        "CONVAE_DATA_DIR at the files): {}{}/{}: ".format(tmp_path, TEST_LABELS, mirror, bad,
+                                                          TEST_LABELS))
     assert "\n" not in str(error.value)
     assert os.listdir(tmp_path) == []
 

@@ -223,6 +223,18 @@ def forget_terminal_after_hangup(number):
 
 
 @contextlib.contextmanager
+def signals_handled(numbers, handler):
+    """Within the block, ``handler(number, frame)`` handles the signals
+    ``numbers``; after it, the handlers before it again."""
+    previous = {number: signal.signal(number, handler) for number in numbers}
+    try:
+        yield
+    finally:
+        for number, before in previous.items():
+            signal.signal(number, before)
+
+
+@contextlib.contextmanager
 def stopping_signals_interrupt():
     """Within the block, SIGTERM (a batch scheduler, ``timeout``) and SIGHUP (a
     closed terminal) raise Interrupted, as Ctrl-C raises KeyboardInterrupt;
@@ -235,13 +247,8 @@ def stopping_signals_interrupt():
     def interrupt(number, _):
         forget_terminal_after_hangup(number)
         raise Interrupted(number)
-    previous = {number: signal.signal(number, interrupt)
-                for number in (signal.SIGTERM, signal.SIGHUP)}
-    try:
+    with signals_handled((signal.SIGTERM, signal.SIGHUP), interrupt):
         yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 def run_command(prog, action):

@@ -502,13 +502,9 @@ def train_until_stopped(run, X_train, X_val, epochs):
     session that dropped), which save the state at the current batch first.
     Returns the number of the signal that stopped it, or None."""
     stops = []
-    previous = {number: signal.signal(number, lambda number, _: stop(number, stops))
-                for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
+    with cli.signals_handled((signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
+                             lambda number, _: stop(number, stops)):
         finished = run.train(X_train, X_val, epochs, stop_requested=lambda: bool(stops))
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
     return None if finished else stops[0]
 
 

@@ -251,6 +251,12 @@ def stopping_signals_interrupt():
         yield
 
 
+def reported_in_one_line(error, kinds=USER_ERRORS):
+    """Whether a command reports ``error`` as one line: one of ``kinds``, or
+    Theano out of disk space to compile (see ``compile_out_of_space``)."""
+    return isinstance(error, kinds) or compile_out_of_space(error) is not None
+
+
 def run_command(prog, action):
     """``action()``'s exit code, or 1 with a one-line error for a user's mistake,
     or the signal's code with one line if interrupted (Ctrl-C, SIGTERM, SIGHUP)."""
@@ -261,6 +267,6 @@ def run_command(prog, action):
         print("{}: interrupted".format(prog), file=sys.stderr)
         return exit_code(e)
     except Exception as e:
-        if not (isinstance(e, USER_ERRORS) or compile_out_of_space(e)):
+        if not reported_in_one_line(e):
             raise
         return report_error(prog, e)

@@ -546,8 +546,8 @@ def main(argv=None):
                 "out of memory {} ({}): a smaller --batch-size needs less".format(
                     stage, cli.describe(e))))
         except Exception as e:
-            if not (isinstance(e, (TrainingError, checkpoint.CheckpointError, data.DataError,
-                                   cli.PathError, OSError)) or cli.compile_out_of_space(e)):
+            if not cli.reported_in_one_line(e, (TrainingError, checkpoint.CheckpointError,
+                                                data.DataError, cli.PathError, OSError)):
                 raise
             return cli.report_error("convae-train", e)
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM or SIGHUP outside training

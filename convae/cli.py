@@ -92,13 +92,19 @@ def weights_path(path):
     return path
 
 
+def run_file(weights, name):
+    """The file ``name`` (metrics.jsonl, checkpoint.npz) of the run behind
+    ``weights`` (a --weights): the one beside its model.npz."""
+    return os.path.join(os.path.dirname(weights_path(weights)), name)
+
+
 def dataset_to_show(dataset, weights):
     """--dataset if given, else the one the run behind ``weights`` (a --weights)
     trained on, from the checkpoint beside its model.npz, else 'mnist'.
     PathError if that checkpoint cannot be read."""
     if dataset or weights is None:
         return dataset or "mnist"
-    path = os.path.join(os.path.dirname(weights_path(weights)), CHECKPOINT_FILE)
+    path = run_file(weights, CHECKPOINT_FILE)
     if not os.path.isfile(path):
         return "mnist"
     try:

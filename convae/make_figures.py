@@ -28,10 +28,9 @@ def run_metrics(weights):
     run's for None, else the one beside the model.npz (or in its run
     directory). PathError if there is none: another run's learning curves
     beside these weights' figures would pass for theirs."""
-    model = os.path.abspath(cli.weights_path(weights))
-    if model == SHIPPED_WEIGHTS:
+    if os.path.abspath(cli.weights_path(weights)) == SHIPPED_WEIGHTS:
         return SHIPPED_METRICS
-    path = os.path.join(os.path.dirname(model), METRICS_FILE)
+    path = cli.run_file(weights, METRICS_FILE)
     if not os.path.isfile(path):
         raise cli.PathError("--weights {}: no {} beside it for the learning curves; give "
                             "--metrics".format(weights, METRICS_FILE))

@@ -59,8 +59,9 @@ def encode(checkpoint):
 
 
 def settings_of(path):
-    """The run's settings (a dict) in the checkpoint ``path``, without its
-    arrays; CheckpointError if it is not a readable convae checkpoint."""
+    """The run's settings (a dict) in the checkpoint ``path`` (read whole, and
+    so checked whole, by ``files.read_npz``: a few MB); CheckpointError if it
+    is not a readable convae checkpoint."""
     try:
         settings = json.loads(str(read_npz(path)["settings"]))
     except NpzFileError as e:

@@ -536,6 +536,10 @@ def main(argv=None):
             stage = ("during the final test evaluation; training is complete and saved "
                      "in {} (--resume evaluates again)".format(args.out))
             test_err = mean_loss(run.compiled.val_fn, X_test)
+            if not np.isfinite(test_err):  # would also be no JSON in test.json
+                raise TrainingError(
+                    "test loss became {}: the network has diverged; its epochs are saved "
+                    "in {}, but start again with a lower --lr".format(test_err, args.out))
             print("Final test MSE: {:.6f}".format(test_err))
             files.write_atomically(os.path.join(args.out, files.TEST_FILE),
                                    lambda f: f.write(json.dumps({"test_mse": test_err}) + "\n"),

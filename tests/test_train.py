@@ -122,6 +122,23 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small_data, tmp_path)
         assert (tmp_path / name).read_bytes() == blob
 
 
+def test_a_diverged_network_fails_its_test_and_writes_no_test_json(mnist_dir, tmp_path,
+                                                                  capsys):
+    # At --lr 1e6 the losses of training and validation stay finite (about
+    # 1e33) but the test set's overflows float32: the run must not end as a
+    # success with "Final test MSE: inf" and a test.json that is not JSON.
+    out = tmp_path / "run"
+    code = train.main(["--data-dir", mnist_dir, "--epochs", "1", "--lr", "1e6",
+                       "--out", str(out)] + SMALL)
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "Final test MSE" not in captured.out
+    assert ("convae-train: error: test loss became inf: the network has diverged"
+            in captured.err)
+    assert "lower --lr" in captured.err
+    assert sorted(os.listdir(out)) == ["checkpoint.npz", "metrics.jsonl", "model.npz"]
+
+
 def test_saved_parameters_load_the_lasagne_way(mnist_dir, tmp_path, capsys):
     out = tmp_path / "run"
     code = train.main(["--data-dir", mnist_dir, "--epochs", "1", "--out", str(out)]

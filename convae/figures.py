@@ -102,7 +102,7 @@ def learning_curves_figure(metrics):
     ax.plot(epochs, [m["train_loss"] for m in metrics], "o-", label="training (dropout on)")
     ax.plot(epochs, [m["val_loss"] for m in metrics], "s-", label="validation")
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # 1 epoch: "1"
     ax.set_ylabel("mean squared error per pixel")
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)

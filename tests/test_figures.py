@@ -81,6 +81,16 @@ def test_filters_pca_interpolation_and_curves(codec, digits):
     assert_not_blank(image)
 
 
+def test_learning_curves_mark_whole_epochs_only():
+    for epochs in (1, 2, 20):
+        metrics = [dict(epoch=i, train_loss=0.03 / i, val_loss=0.02 / i)
+                   for i in range(1, epochs + 1)]
+        ax = figures.learning_curves_figure(metrics).axes[0]
+        low, high = ax.get_xlim()
+        shown = [t for t in ax.get_xticks() if low <= t <= high]
+        assert shown and all(t == int(t) and 1 <= t <= epochs for t in shown), shown
+
+
 def test_codec_takes_float_batches_of_the_network_s_shapes(codec, digits):
     X, _ = digits
     x = X[:3]

@@ -516,8 +516,8 @@ def main(argv=None):
         stage = "before training started"
         lock, made = None, []
         try:
-            saved, settings, epochs, notes = run_to_start(args)
             cli.writable_directory(args.out, "--out")
+            saved, settings, epochs, notes = run_to_start(args)
             X_train, X_val, X_test = prepare_data(settings, args.data_dir)
             made = files.make_directories(args.out)  # removed again if left empty
             try:

@@ -444,10 +444,11 @@ def test_an_out_that_is_a_file_is_refused_before_compiling(mnist_dir, tmp_path, 
         raise AssertionError("compiled although --out is a file")
     monkeypatch.setattr(train, "compile_run", no_compiling)
     (tmp_path / "notes.txt").write_text("a file")
-    code, err = error_of(capsys, ["--data-dir", mnist_dir, "--out", str(tmp_path / "notes.txt")]
-                         + SMALL)
-    assert code == 1 and err == "convae-train: error: --out {}: not a directory".format(
-        tmp_path / "notes.txt")
+    for resume in ([], ["--resume"]):  # not "no checkpoint at notes.txt/checkpoint.npz"
+        code, err = error_of(capsys, ["--data-dir", mnist_dir, "--out",
+                                      str(tmp_path / "notes.txt")] + SMALL + resume)
+        assert code == 1 and err == "convae-train: error: --out {}: not a directory".format(
+            tmp_path / "notes.txt")
     assert (tmp_path / "notes.txt").read_text() == "a file"
 
 

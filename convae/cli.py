@@ -98,19 +98,24 @@ def run_file(weights, name):
     return os.path.join(os.path.dirname(weights_path(weights)), name)
 
 
+def run_settings(weights, remedy):
+    """The settings (a dict) of the run behind ``weights`` (a --weights), from
+    the checkpoint beside its model.npz; {} for the shipped weights or where
+    there is none. PathError, ending in ``remedy``, if it cannot be read."""
+    path = None if weights is None else run_file(weights, CHECKPOINT_FILE)
+    if path is None or not os.path.isfile(path):
+        return {}
+    try:
+        return checkpoint.settings_of(path)
+    except checkpoint.CheckpointError as e:
+        raise PathError("{}; {}".format(e, remedy))
+
+
 def dataset_to_show(dataset, weights):
     """--dataset if given, else the one the run behind ``weights`` (a --weights)
     trained on, from the checkpoint beside its model.npz, else 'mnist'.
     PathError if that checkpoint cannot be read."""
-    if dataset or weights is None:
-        return dataset or "mnist"
-    path = run_file(weights, CHECKPOINT_FILE)
-    if not os.path.isfile(path):
-        return "mnist"
-    try:
-        return checkpoint.settings_of(path).get("dataset", "mnist")
-    except checkpoint.CheckpointError as e:
-        raise PathError("{}; give --dataset".format(e))
+    return dataset or run_settings(weights, "give --dataset").get("dataset", "mnist")
 
 
 def _directory_problem(directory):

@@ -7,6 +7,7 @@ interpolation.png and denoising.png into ``--out-dir`` (default ``figures``).
 import argparse
 import os
 import sys
+from typing import NamedTuple
 
 import numpy as np
 
@@ -17,10 +18,36 @@ from convae.files import (METRICS_FILE, SHIPPED_DENOISING_WEIGHTS, SHIPPED_METRI
                           SHIPPED_WEIGHTS)
 
 
-def noisy_copies(images, level=0.3, seed=0):
-    """Gaussian noise of std ``level`` added to images, clipped to [0, 1]."""
-    noise = np.random.RandomState(seed).normal(0, level, images.shape)
-    return np.clip(images + noise, 0, 1).astype(np.float32)
+def noisy_copies(images, noise="gaussian", level=0.3, seed=0):
+    """Copies of images (N, 1, 28, 28) in [0, 1], corrupted as ``convae-train
+    --noise`` corrupts its inputs: 'gaussian' adds N(0, level^2) and clips to
+    [0, 1]; 'mask' zeroes each pixel with probability ``level``."""
+    rng = np.random.RandomState(seed)
+    if noise == "mask":
+        return np.where(rng.uniform(size=images.shape) < level, 0, images).astype(np.float32)
+    return np.clip(images + rng.normal(0, level, images.shape), 0, 1).astype(np.float32)
+
+
+class Denoising(NamedTuple):
+    """What the denoising figure shows: the run's network, the test set it
+    trained on (images (N, 1, 28, 28), labels (N,)) and its noise."""
+    codec: Codec
+    images: np.ndarray
+    labels: np.ndarray
+    noise: str  # 'gaussian' or 'mask'
+    level: float
+
+
+def denoiser_noise(weights):
+    """(noise, level) the run behind --denoising-weights ``weights`` trained
+    with, from its checkpoint; the shipped denoiser's ('gaussian', 0.3) where
+    there is none. PathError for a run trained without noise."""
+    settings = cli.run_settings(weights, "the denoising figure takes its noise from it")
+    if settings.get("noise") == "none":
+        raise cli.PathError("--denoising-weights {}: that run trained without --noise, so "
+                            "it never learned to denoise; give a --noise gaussian or "
+                            "--noise mask run".format(weights))
+    return settings.get("noise", "gaussian"), settings.get("noise_level", 0.3)
 
 
 def run_metrics(weights):
@@ -37,11 +64,11 @@ def run_metrics(weights):
     return path
 
 
-def make_all(codec, X_test, y_test, metrics, denoiser, denoiser_test, out_dir):
+def make_all(codec, X_test, y_test, metrics, denoising, out_dir):
     """Write all figures into out_dir; returns the list of paths written.
 
-    X_test (N, 1, 28, 28), y_test (N,): the test set shown; denoiser_test: the
-    (images, labels) of the one the denoiser was trained on, for its figure.
+    X_test (N, 1, 28, 28), y_test (N,): the test set shown; denoising: the
+    denoising run, with the test set it trained on, for its figure.
     """
     written = []
 
@@ -62,10 +89,9 @@ def make_all(codec, X_test, y_test, metrics, denoiser, denoiser_test, out_dir):
     path = figures.interpolate_codes(codes[first], codes[last], 8)
     save(figures.interpolation_figure(codec.decode(path), X_test[first],
                                       X_test[last]), "interpolation.png")
-    X_clean, y_clean = denoiser_test
-    clean = X_clean[figures.pick_indices(y_clean)]
-    noisy = noisy_copies(clean)
-    save(figures.denoising_figure(noisy, denoiser.reconstruct(noisy), clean),
+    clean = denoising.images[figures.pick_indices(denoising.labels)]
+    noisy = noisy_copies(clean, denoising.noise, denoising.level)
+    save(figures.denoising_figure(noisy, denoising.codec.reconstruct(noisy), clean),
          "denoising.png")
     return written
 
@@ -76,7 +102,8 @@ def make_figures(args):
     cli.writable_directory(args.out_dir, "--out-dir")  # before any work, not after it
     # Every file the user named is read before the data, which may need a download.
     codec = Codec(cli.weights_path(args.weights))
-    denoising = Codec(cli.weights_path(args.denoising_weights))
+    denoiser = Codec(cli.weights_path(args.denoising_weights))
+    noise, level = denoiser_noise(args.denoising_weights)
     metrics = figures.read_metrics(args.metrics or run_metrics(args.weights))
     dataset = cli.dataset_to_show(args.dataset, args.weights)
     X_test, y_test = data.load_test_set(dataset, args.data_dir)
@@ -85,8 +112,8 @@ def make_figures(args):
     denoiser_dataset = cli.dataset_to_show(args.dataset, args.denoising_weights)
     denoiser_test = ((X_test, y_test) if denoiser_dataset == dataset
                      else data.load_test_set(denoiser_dataset))
-    for path in make_all(codec, X_test, y_test, metrics, denoising, denoiser_test,
-                         args.out_dir):
+    denoising = Denoising(denoiser, *denoiser_test, noise, level)
+    for path in make_all(codec, X_test, y_test, metrics, denoising, args.out_dir):
         print("wrote " + path)
     return 0
 
@@ -101,7 +128,8 @@ def main(argv=None):
                         "--weights, or the shipped run's)")
     parser.add_argument("--denoising-weights", type=cli.nonempty_path,
                         default=SHIPPED_DENOISING_WEIGHTS,
-                        help="weights of a --noise gaussian run (default: shipped)")
+                        help="weights of a --noise gaussian or mask run, shown with "
+                        "its own noise (default: shipped)")
     parser.add_argument("--out-dir", type=cli.nonempty_path, default="figures")
     return cli.run_command("convae-figures", lambda: make_figures(parser.parse_args(argv)))
 

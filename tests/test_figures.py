@@ -439,19 +439,24 @@ def test_the_learning_curves_are_those_of_the_run_the_weights_come_from(tmp_path
         "curves; give --metrics\n".format(tmp_path / "alone.npz"))
 
 
+def run_with_checkpoint(run, **settings):
+    """A run directory: the shipped model.npz, and a checkpoint.npz whose
+    settings are train.Settings(**settings)."""
+    run.mkdir()
+    shutil.copy(files.SHIPPED_WEIGHTS, run / "model.npz")
+    rng = np.random.RandomState(0).get_state()
+    (run / "checkpoint.npz").write_bytes(checkpoint.encode(checkpoint.Checkpoint(
+        settings=dict(train.Settings(**settings).__dict__), architecture="[]", state=[],
+        metrics=[], epoch=1, batch=0, err_sum=0.0, rng_state=rng)))
+    return run
+
+
 def test_the_digits_shown_are_from_the_dataset_the_weights_were_trained_on(
         tmp_path, capsys, monkeypatch):
     """convae-train --dataset fashion --out runs/f, then convae-reconstruct
     --weights runs/f: Fashion-MNIST, as its checkpoint says, not MNIST digits
     the network never saw."""
-    run = tmp_path / "run"
-    run.mkdir()
-    shutil.copy(files.SHIPPED_WEIGHTS, run / "model.npz")
-    settings = dict(train.Settings(dataset="fashion").__dict__)
-    rng = np.random.RandomState(0).get_state()
-    (run / "checkpoint.npz").write_bytes(checkpoint.encode(checkpoint.Checkpoint(
-        settings=settings, architecture="[]", state=[], metrics=[], epoch=1, batch=0,
-        err_sum=0.0, rng_state=rng)))
+    run = run_with_checkpoint(tmp_path / "run", dataset="fashion")
     assert cli.dataset_to_show(None, str(run)) == "fashion"
     assert cli.dataset_to_show(None, str(run / "model.npz")) == "fashion"
     assert cli.dataset_to_show("mnist", str(run)) == "mnist"  # the user's word wins
@@ -479,8 +484,8 @@ def test_the_digits_shown_are_from_the_dataset_the_weights_were_trained_on(
     (run / "metrics.jsonl").write_text(open(files.SHIPPED_METRICS).readline())
     assert make_figures.main(["--weights", str(run), "--data-dir", "fashion-dir"]) == 0
     assert sets == [("fashion", "fashion-dir"), ("mnist", None)]
-    codec, X_test, y_test, metrics, denoiser, denoiser_test, out_dir = drawn[0]
-    assert (X_test, denoiser_test) == ("fashion", ("mnist", None))
+    codec, X_test, y_test, metrics, denoising, out_dir = drawn[0]
+    assert (X_test, denoising.images) == ("fashion", "mnist")
     assert metrics == figures.read_metrics(str(run / "metrics.jsonl"))
     sets.clear()
     assert make_figures.main(["--weights", str(run), "--dataset", "mnist"]) == 0
@@ -491,3 +496,33 @@ def test_the_digits_shown_are_from_the_dataset_the_weights_were_trained_on(
     assert capsys.readouterr().err.splitlines()[-1] == (
         "convae-reconstruct: error: {}: not an .npz file; give --dataset".format(
             run / "checkpoint.npz"))
+
+
+def test_noisy_copies_corrupt_as_training_does():
+    images = np.random.RandomState(1).uniform(0, 1, (200, 1, 28, 28)).astype(np.float32)
+    noise = np.random.RandomState(0).normal(0, 0.3, images.shape)
+    np.testing.assert_array_equal(make_figures.noisy_copies(images),
+                                  np.clip(images + noise, 0, 1).astype(np.float32))
+    masked = make_figures.noisy_copies(images, "mask", 0.5)
+    zeroed = masked == 0
+    np.testing.assert_array_equal(masked[~zeroed], images[~zeroed])  # the rest untouched
+    assert abs(zeroed.mean() - 0.5) < 0.01  # 156,800 pixels: the std is 0.0013
+
+
+def test_the_denoising_figure_shows_the_noise_its_run_trained_with(tmp_path, capsys,
+                                                                   monkeypatch):
+    """A --noise mask --noise-level 0.5 run is shown with masks, not with the
+    shipped run's Gaussian noise; a run trained without noise is refused."""
+    drawn = []
+    monkeypatch.setattr(make_figures.data, "load_test_set", lambda *args: ("test set", None))
+    monkeypatch.setattr(make_figures, "make_all", lambda *args: drawn.append(args) or [])
+    masked = run_with_checkpoint(tmp_path / "masked", noise="mask", noise_level=0.5)
+    assert make_figures.main(["--denoising-weights", str(masked)]) == 0
+    assert make_figures.main([]) == 0  # the shipped denoiser: no checkpoint
+    assert [args[4][3:] for args in drawn] == [("mask", 0.5), ("gaussian", 0.3)]
+    plain = run_with_checkpoint(tmp_path / "plain")
+    assert make_figures.main(["--denoising-weights", str(plain)]) == 1
+    assert capsys.readouterr().err == (
+        "convae-figures: error: --denoising-weights {}: that run trained without --noise, "
+        "so it never learned to denoise; give a --noise gaussian or --noise mask run\n"
+        .format(plain))

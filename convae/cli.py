@@ -118,6 +118,13 @@ def dataset_to_show(dataset, weights):
     return dataset or run_settings(weights, "give --dataset").get("dataset", "mnist")
 
 
+def _name_limit(directory):
+    """The most bytes a name may have in ``directory`` (255 on ext4), asked of
+    the nearest directory above it that exists."""
+    missing = missing_directories(directory)
+    return os.pathconf(os.path.dirname(missing[-1]) if missing else directory, "PC_NAME_MAX")
+
+
 def _directory_problem(directory):
     """Why no file could be written in ``directory``, or None; makes nothing.
 
@@ -130,6 +137,10 @@ def _directory_problem(directory):
     existing = os.path.dirname(missing[-1]) if missing else os.path.abspath(directory)
     if not os.path.isdir(existing):
         return "{} is not a directory".format(existing) if missing else "not a directory"
+    longest = max([len(os.fsencode(os.path.basename(path))) for path in missing] + [0])
+    if longest > _name_limit(existing):
+        return "a name in it is {} bytes long; its file system takes at most {}".format(
+            longest, _name_limit(existing))
     try:
         fd, probe = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=existing)
         os.close(fd)
@@ -157,6 +168,10 @@ def writable_path(name):
     problem = _directory_problem(directory)
     if problem:
         raise PathError("cannot write {}: {}: {}".format(name, directory, problem))
+    length = len(os.fsencode(os.path.basename(name)))
+    if length > _name_limit(directory):
+        raise PathError("cannot write {}: its name is {} bytes long; the file system takes "
+                        "at most {}".format(name, length, _name_limit(directory)))
     return name
 
 
@@ -192,7 +207,9 @@ def describe(error):
                 "there, or give it one on another disk: THEANO_FLAGS=base_compiledir=DIR)"
                 .format(complaint, theano.config.compiledir))
     if isinstance(error, OSError) and error.strerror:
-        return error.strerror + (": {}".format(error.filename) if error.filename else "")
+        # A rename names the file made, not the temporary file it came from.
+        name = error.filename2 or error.filename
+        return error.strerror + (": {}".format(name) if name else "")
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 

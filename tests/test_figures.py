@@ -248,6 +248,42 @@ def test_an_empty_name_for_a_path_flag_is_a_usage_error(command, flag, capsys, t
     assert os.listdir(tmp_path) == []
 
 
+LONG = "a" * 300  # a name longer than the 255 bytes ext4 and tmpfs take
+
+
+@pytest.mark.parametrize("command,argv,message", [
+    (reconstruct, ["--out", LONG + ".png"],
+     "cannot write {}.png: its name is 304 bytes long; the file system takes at most 255"
+     .format(LONG)),
+    (export, ["--out", "x/{}/y.onnx".format(LONG)],
+     "cannot write x/{0}/y.onnx: {{cwd}}/x/{0}: a name in it is 300 bytes long; its "
+     "file system takes at most 255".format(LONG)),
+    (make_figures, ["--out-dir", LONG + "/b"],
+     "--out-dir {}/b: a name in it is 300 bytes long; its file system takes at most 255"
+     .format(LONG)),
+    (train, ["--out", LONG],
+     "--out {}: a name in it is 300 bytes long; its file system takes at most 255"
+     .format(LONG))])
+def test_a_name_too_long_is_refused_before_any_work(command, argv, message, tmp_path, capsys,
+                                                    monkeypatch):
+    # Before, each did its work and then failed naming a temporary file
+    # ("File name too long: ./.tmp-p5nawf68"), or naming no flag.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "weights_path", lambda path: pytest.fail("did work first"))
+    assert command.main(argv + ["--data-dir", "unused"] * (command is train)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("convae-") and err.endswith(": error: {}\n".format(
+        message.format(cwd=tmp_path)))
+    assert err.count("\n") == 1
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_rename_is_reported_with_the_file_it_was_to_make():
+    error = OSError(36, "File name too long", "out/.tmp-p5nawf68", None, "out/model.onnx")
+    assert cli.describe(error) == "File name too long: out/model.onnx"
+    assert cli.describe(FileNotFoundError(2, "No such file", "x.npz")) == "No such file: x.npz"
+
+
 def test_a_tilde_in_a_path_flag_means_the_home_directory(mnist_dir, tmp_path, capsys,
                                                          monkeypatch):
     """The shell leaves '~' alone in --out=~/x: it made a directory named '~' here."""

@@ -153,14 +153,20 @@ def sha256_ok(path, dataset, name):
         return False
 
 
+def _data_root():
+    """$CONVAE_DATA_DIR, with a leading ~ expanded ("~/data" in quotes: the
+    shell left the ~), or None where it is unset or empty."""
+    root = os.environ.get("CONVAE_DATA_DIR")
+    return os.path.expanduser(root) if root else None
+
+
 def default_data_dir(dataset):
     """The directory convae reads ``dataset`` from when none is given (see the
     module docstring): ``$CONVAE_DATA_DIR/<dataset>`` where it exists, else
     Debian's package where it is installed whole, else where missing files
     are to be downloaded: ``$CONVAE_DATA_DIR/<dataset>`` or the cache."""
-    root = os.environ.get("CONVAE_DATA_DIR")
-    # "~/data" in quotes: the shell left the ~.
-    chosen = os.path.join(os.path.expanduser(root), dataset) if root else None
+    root = _data_root()
+    chosen = os.path.join(root, dataset) if root else None
     if chosen and os.path.isdir(chosen):
         return chosen
     debian = DATASETS[dataset]["debian_dir"]
@@ -277,6 +283,13 @@ def dataset_files(dataset="mnist", data_dir=None, fetch=True, names=FILES):
             raise DataError("{} has no {}, but {} has: the data directory is the one that "
                             "holds the files".format(directory, name,
                                                      os.path.join(data_dir, dataset)))
+        if path is None and not data_dir and _data_root() and _locate(_data_root(), name):
+            # CONVAE_DATA_DIR set to the directory of the files themselves.
+            raise DataError("CONVAE_DATA_DIR={0} holds {1}, but is read as the directory "
+                            "above one per dataset (looked in {2}): set it to the directory "
+                            "above, or give --data-dir {0}".format(
+                                os.environ["CONVAE_DATA_DIR"], name,
+                                os.path.join(_data_root(), dataset)))
         if path is None:
             if not fetch:
                 raise DataError("{}: missing from {}".format(name, directory))

@@ -221,6 +221,27 @@ def test_the_directory_above_the_files_is_named_with_the_one_that_holds_them(mni
     assert sorted(os.listdir(tmp_path)) == ["mnist"]
 
 
+def test_a_convae_data_dir_that_holds_the_files_themselves_is_said(mnist_dir, tmp_path,
+                                                                   monkeypatch):
+    """CONVAE_DATA_DIR=../shared/data/mnist, one level too deep: said, not an
+    attempt to download the files into ../shared/data/mnist/mnist."""
+    for name in data.FILES:
+        os.symlink(os.path.join(mnist_dir, name), tmp_path / name)
+    monkeypatch.setenv("CONVAE_DATA_DIR", str(tmp_path))
+    monkeypatch.setitem(data.DATASETS["mnist"], "mirrors", ("http://127.0.0.1:9/",))
+    with pytest.raises(data.DataError) as error:
+        data.dataset_files("mnist")
+    assert str(error.value) == (
+        "CONVAE_DATA_DIR={0} holds {1}, but is read as the directory above one per "
+        "dataset (looked in {0}/mnist): set it to the directory above, or give "
+        "--data-dir {0}".format(tmp_path, data.FILES[0]))
+    assert sorted(os.listdir(tmp_path)) == sorted(data.FILES)
+    assert data.dataset_files("mnist", str(tmp_path))  # as the message says
+    monkeypatch.setenv("CONVAE_DATA_DIR", os.path.dirname(str(tmp_path)))
+    with pytest.raises(data.DataError, match="could not be downloaded"):
+        data.dataset_files("mnist")  # a directory above with no mnist/: not this message
+
+
 def test_bad_mirrors_then_a_good_one(mirror, tmp_path):
     mirrors = [mirror + kind + "/" for kind in ("403", "404", "drop", "corrupt", "good")]
     path = data.download("mnist", TEST_LABELS, str(tmp_path), mirrors)

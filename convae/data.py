@@ -43,6 +43,7 @@ DATASETS = {
             "http://yann.lecun.com/exdb/mnist/",
         ),
         "debian_dir": None,
+        "classes": tuple("0123456789"),  # what each label 0-9 stands for
         "sha256": {
             "train-images-idx3-ubyte.gz": (
                 "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
@@ -64,6 +65,8 @@ DATASETS = {
             "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
         ),
         "debian_dir": "/usr/share/datasets/fashion-mnist",
+        "classes": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                    "Shirt", "Sneaker", "Bag", "Ankle boot"),
         "sha256": {
             "train-images-idx3-ubyte.gz": (
                 None,

@@ -74,6 +74,12 @@ def _grid(fig, rows, cols, images, row_labels=(), titles=()):
     return axes
 
 
+def captions(indices, labels, classes):
+    """One title per test image: its index and its class, "#19 (7)", from
+    labels (N,) and classes, the names of labels 0-9."""
+    return ["#{} ({})".format(i, classes[labels[i]]) for i in indices]
+
+
 def reconstruction_figure(originals, reconstructions, titles=()):
     """Originals above their reconstructions, one pair per column, as in the post."""
     originals, reconstructions = _images(originals), _images(reconstructions)
@@ -131,14 +137,18 @@ def pca_2d(codes):
     return centred @ components[:2].T
 
 
-def code_pca_figure(codes, labels):
-    """Scatter of the codes' first two principal components, coloured by label."""
+def code_pca_figure(codes, labels, classes=tuple("0123456789")):
+    """Scatter of the codes' first two principal components, coloured by label
+    (0-9); ``classes`` names the labels on the colour bar (the digits: MNIST)."""
     points = pca_2d(np.asarray(codes, dtype=np.float64))
     fig = Figure(figsize=(6.5, 6), dpi=100)
     ax = fig.subplots()
     scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10",
                          s=3, alpha=0.6, vmin=-0.5, vmax=9.5)
-    fig.colorbar(scatter, ax=ax, ticks=range(10), label="digit")
+    digits = tuple(classes) == tuple("0123456789")
+    bar = fig.colorbar(scatter, ax=ax, ticks=range(10), label="digit" if digits else "class")
+    if not digits:
+        bar.ax.set_yticklabels(classes)
     ax.set_xlabel("principal component 1")
     ax.set_ylabel("principal component 2")
     ax.set_title("256-unit code of the test set, PCA")

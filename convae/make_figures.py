@@ -64,11 +64,12 @@ def run_metrics(weights):
     return path
 
 
-def make_all(codec, X_test, y_test, metrics, denoising, out_dir):
+def make_all(codec, X_test, y_test, classes, metrics, denoising, out_dir):
     """Write all figures into out_dir; returns the list of paths written.
 
-    X_test (N, 1, 28, 28), y_test (N,): the test set shown; denoising: the
-    denoising run, with the test set it trained on, for its figure.
+    X_test (N, 1, 28, 28), y_test (N,): the test set shown, classes the names
+    of its labels 0-9; denoising: the denoising run, with the test set it
+    trained on, for its figure.
     """
     written = []
 
@@ -80,11 +81,11 @@ def make_all(codec, X_test, y_test, metrics, denoising, out_dir):
     shown = figures.pick_indices(y_test)
     save(figures.reconstruction_figure(
         X_test[shown], codec.reconstruct(X_test[shown]),
-        ["#{} ({})".format(i, y_test[i]) for i in shown]), "reconstructions.png")
+        figures.captions(shown, y_test, classes)), "reconstructions.png")
     save(figures.learning_curves_figure(metrics), "learning_curves.png")
     save(figures.filters_figure(codec.first_layer_filters()), "filters.png")
     codes = codec.encode(X_test)
-    save(figures.code_pca_figure(codes, y_test), "code_pca.png")
+    save(figures.code_pca_figure(codes, y_test, classes), "code_pca.png")
     first, last = shown[4], shown[9]
     path = figures.interpolate_codes(codes[first], codes[last], 8)
     save(figures.interpolation_figure(codec.decode(path), X_test[first],
@@ -113,7 +114,8 @@ def make_figures(args):
     denoiser_test = ((X_test, y_test) if denoiser_dataset == dataset
                      else data.load_test_set(denoiser_dataset))
     denoising = Denoising(denoiser, *denoiser_test, noise, level)
-    for path in make_all(codec, X_test, y_test, metrics, denoising, args.out_dir):
+    for path in make_all(codec, X_test, y_test, data.DATASETS[dataset]["classes"], metrics,
+                         denoising, args.out_dir):
         print("wrote " + path)
     return 0
 

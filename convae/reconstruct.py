@@ -17,8 +17,8 @@ import numpy as np
 import convae
 from convae import cli, data
 from convae.codec import Codec
-from convae.figures import (MAX_PAIRS, figure_format, pick_indices, reconstruction_figure,
-                            save_figure)
+from convae.figures import (MAX_PAIRS, captions, figure_format, pick_indices,
+                            reconstruction_figure, save_figure)
 
 
 def squared_errors(originals, reconstructions):
@@ -48,17 +48,19 @@ def reconstruct(args):
     figure_format(args.out)  # a name it cannot be written as: before any work
     out = cli.writable_path(args.out)
     codec = Codec(cli.weights_path(args.weights))  # before the data, which may need a download
-    X_test, y_test = data.load_test_set(cli.dataset_to_show(args.dataset, args.weights),
-                                        args.data_dir)
+    dataset = cli.dataset_to_show(args.dataset, args.weights)
+    X_test, y_test = data.load_test_set(dataset, args.data_dir)
+    classes = data.DATASETS[dataset]["classes"]
     indices = pick_indices(y_test, args.indices, args.n, args.seed or 0)
     originals = X_test[indices]
     reconstructions = codec.reconstruct(originals)
     errors = squared_errors(originals, reconstructions)
     for index, error in zip(indices, errors):
-        print("test image {:5d} (label {}): MSE {:.6f}".format(index, y_test[index], error))
+        print("test image {:5d} (label {}): MSE {:.6f}".format(index, classes[y_test[index]],
+                                                               error))
     print("mean MSE over {} images: {:.6f}".format(len(indices), errors.mean()))
-    titles = ["#{} ({})".format(i, y_test[i]) for i in indices]
-    save_figure(reconstruction_figure(originals, reconstructions, titles), out)
+    save_figure(reconstruction_figure(originals, reconstructions,
+                                      captions(indices, y_test, classes)), out)
     print("wrote " + out)
     return 0
 

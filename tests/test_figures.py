@@ -520,8 +520,9 @@ def test_the_digits_shown_are_from_the_dataset_the_weights_were_trained_on(
     (run / "metrics.jsonl").write_text(open(files.SHIPPED_METRICS).readline())
     assert make_figures.main(["--weights", str(run), "--data-dir", "fashion-dir"]) == 0
     assert sets == [("fashion", "fashion-dir"), ("mnist", None)]
-    codec, X_test, y_test, metrics, denoising, out_dir = drawn[0]
+    codec, X_test, y_test, classes, metrics, denoising, out_dir = drawn[0]
     assert (X_test, denoising.images) == ("fashion", "mnist")
+    assert classes[9] == "Ankle boot"  # Fashion-MNIST's names, not digits
     assert metrics == figures.read_metrics(str(run / "metrics.jsonl"))
     sets.clear()
     assert make_figures.main(["--weights", str(run), "--dataset", "mnist"]) == 0
@@ -555,10 +556,41 @@ def test_the_denoising_figure_shows_the_noise_its_run_trained_with(tmp_path, cap
     masked = run_with_checkpoint(tmp_path / "masked", noise="mask", noise_level=0.5)
     assert make_figures.main(["--denoising-weights", str(masked)]) == 0
     assert make_figures.main([]) == 0  # the shipped denoiser: no checkpoint
-    assert [args[4][3:] for args in drawn] == [("mask", 0.5), ("gaussian", 0.3)]
+    assert [args[5][3:] for args in drawn] == [("mask", 0.5), ("gaussian", 0.3)]
     plain = run_with_checkpoint(tmp_path / "plain")
     assert make_figures.main(["--denoising-weights", str(plain)]) == 1
     assert capsys.readouterr().err == (
         "convae-figures: error: --denoising-weights {}: that run trained without --noise, "
         "so it never learned to denoise; give a --noise gaussian or --noise mask run\n"
         .format(plain))
+
+
+def test_fashion_mnist_is_captioned_with_its_class_names(codec, digits):
+    X, y = digits
+    fashion = data.DATASETS["fashion"]["classes"]
+    assert figures.captions([0, 1], y, data.DATASETS["mnist"]["classes"]) == [
+        "#0 ({})".format(y[0]), "#1 ({})".format(y[1])]
+    assert figures.captions([0, 1], np.array([9, 0]), fashion) == [
+        "#0 (Ankle boot)", "#1 (T-shirt/top)"]
+    codes = codec.encode(X[:200])
+    for classes, label, ticks in ((data.DATASETS["mnist"]["classes"], "digit", list("0123456789")),
+                                  (fashion, "class", list(fashion))):
+        fig = figures.code_pca_figure(codes, y[:200], classes)
+        pixels(fig)  # drawn, so that the colour bar has its tick labels
+        bar = fig.axes[1]
+        assert bar.get_ylabel() == label
+        assert [t.get_text() for t in bar.get_yticklabels()] == ticks
+
+
+def test_reconstruct_names_fashion_mnist_classes(tmp_path, capsys):
+    directory = data.DATASETS["fashion"]["debian_dir"]
+    if not os.path.isdir(directory):
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    out = tmp_path / "f.png"
+    assert reconstruct.main(["--dataset", "fashion", "--data-dir", directory,
+                             "--indices", "0,1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    # Fashion-MNIST's first two test images: an ankle boot and a pullover.
+    assert printed[0].startswith("test image     0 (label Ankle boot): MSE ")
+    assert printed[1].startswith("test image     1 (label Pullover): MSE ")
+    assert out.exists()

@@ -71,6 +71,14 @@ case "$*" in
     *) echo "usage: bash scripts/setup.sh [--which-python]" >&2; exit 2 ;;
 esac
 
+# A .venv whose Python is gone (upgrading a pyenv or distribution Python can
+# remove the interpreter its links lead to) runs nothing: make it anew.
+if [ -L .venv/bin/python ] && [ ! -e .venv/bin/python ]; then
+    echo "setup: .venv's Python is gone (.venv/bin/python leads to" \
+         "$(readlink -m .venv/bin/python), which no longer exists): making .venv anew" >&2
+    rm -rf .venv
+fi
+
 # A .venv made earlier with another Python (say 3.12) cannot take Theano: say
 # so before any work, rather than let pip fail on numpy at the end.
 if [ -x .venv/bin/python ] && ! supported .venv/bin/python; then

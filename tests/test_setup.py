@@ -23,7 +23,7 @@ def machine(tmp_path, programs):
         (bin_dir / name).chmod(0o755)
     # The real tools, where no stand-in plays them (linked after the stand-ins
     # are written: writing through a link would overwrite the real program).
-    for tool in ("dirname", "rm", "id"):
+    for tool in ("dirname", "rm", "id", "readlink"):
         if tool not in programs:
             os.symlink(subprocess.check_output(["which", tool], text=True).strip(),
                        bin_dir / tool)
@@ -123,6 +123,22 @@ def test_a_venv_of_another_python_is_refused_before_any_work(tmp_path):
                            "(Theano 1.0.5 needs numpy < 1.24); remove it (rm -rf .venv) "
                            "and run this again\n")
     assert sorted(os.listdir(tmp_path / ".venv")) == ["bin"]
+
+
+def test_a_venv_whose_python_is_gone_is_made_anew(tmp_path):
+    """pyenv's 3.11.6 replaced by 3.11.7 leaves .venv's links leading nowhere:
+    setup failed with "Error: [Errno 2] No such file or directory"."""
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    gone = tmp_path / "pyenv" / "3.11.6" / "bin" / "python3.11"
+    os.symlink(gone, tmp_path / ".venv" / "bin" / "python3.11")
+    os.symlink("python3.11", tmp_path / ".venv" / "bin" / "python")
+    python = {"python3.11": 'exec {} "$@"\n'.format(sys.executable)}
+    done = run_setup_copy(tmp_path, dict(python, **{"apt-get": "exit 1\n"}))
+    assert done.stderr.startswith(
+        "setup: .venv's Python is gone (.venv/bin/python leads to {}, which no longer "
+        "exists): making .venv anew\n".format(gone))
+    assert not os.path.exists(tmp_path / ".venv")  # then stopped at apt-get, for g++
+    assert "setup: installing" in done.stderr and done.returncode == 1
 
 
 def apt_installs(tmp_path, programs):

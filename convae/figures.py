@@ -137,18 +137,17 @@ def pca_2d(codes):
     return centred @ components[:2].T
 
 
-def code_pca_figure(codes, labels, classes=tuple("0123456789")):
+def code_pca_figure(codes, labels, classes):
     """Scatter of the codes' first two principal components, coloured by label
-    (0-9); ``classes`` names the labels on the colour bar (the digits: MNIST)."""
+    (0-9), with ``classes``, the names of the labels, on the colour bar."""
     points = pca_2d(np.asarray(codes, dtype=np.float64))
     fig = Figure(figsize=(6.5, 6), dpi=100)
     ax = fig.subplots()
     scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10",
                          s=3, alpha=0.6, vmin=-0.5, vmax=9.5)
-    digits = tuple(classes) == tuple("0123456789")
+    digits = all(name.isdigit() for name in classes)  # MNIST's
     bar = fig.colorbar(scatter, ax=ax, ticks=range(10), label="digit" if digits else "class")
-    if not digits:
-        bar.ax.set_yticklabels(classes)
+    bar.ax.set_yticklabels(classes)
     ax.set_xlabel("principal component 1")
     ax.set_ylabel("principal component 2")
     ax.set_title("256-unit code of the test set, PCA")

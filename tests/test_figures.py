@@ -63,7 +63,8 @@ def test_filters_pca_interpolation_and_curves(codec, digits):
     assert_not_blank(image)
     codes = codec.encode(X)
     assert codes.shape == (1000, 256)
-    assert pixels(figures.code_pca_figure(codes, y)).shape == (600, 650, 3)
+    classes = data.DATASETS["mnist"]["classes"]
+    assert pixels(figures.code_pca_figure(codes, y, classes)).shape == (600, 650, 3)
     path = figures.interpolate_codes(codes[0], codes[1], 5)
     np.testing.assert_allclose(path[0], codes[0])
     np.testing.assert_allclose(path[-1], codes[1])

@@ -138,9 +138,10 @@ def _directory_problem(directory):
     if not os.path.isdir(existing):
         return "{} is not a directory".format(existing) if missing else "not a directory"
     longest = max([len(os.fsencode(os.path.basename(path))) for path in missing] + [0])
-    if longest > _name_limit(existing):
+    limit = os.pathconf(existing, "PC_NAME_MAX")
+    if longest > limit:
         return "a name in it is {} bytes long; its file system takes at most {}".format(
-            longest, _name_limit(existing))
+            longest, limit)
     try:
         fd, probe = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=existing)
         os.close(fd)
@@ -168,10 +169,10 @@ def writable_path(name):
     problem = _directory_problem(directory)
     if problem:
         raise PathError("cannot write {}: {}: {}".format(name, directory, problem))
-    length = len(os.fsencode(os.path.basename(name)))
-    if length > _name_limit(directory):
+    length, limit = len(os.fsencode(os.path.basename(name))), _name_limit(directory)
+    if length > limit:
         raise PathError("cannot write {}: its name is {} bytes long; the file system takes "
-                        "at most {}".format(name, length, _name_limit(directory)))
+                        "at most {}".format(name, length, limit))
     return name
 
 

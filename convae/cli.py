@@ -138,7 +138,7 @@ def _directory_problem(directory):
     if not os.path.isdir(existing):
         return "{} is not a directory".format(existing) if missing else "not a directory"
     longest = max([len(os.fsencode(os.path.basename(path))) for path in missing] + [0])
-    limit = os.pathconf(existing, "PC_NAME_MAX")
+    limit = _name_limit(existing)
     if longest > limit:
         return "a name in it is {} bytes long; its file system takes at most {}".format(
             longest, limit)

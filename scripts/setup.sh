@@ -148,6 +148,9 @@ fi
 
 wanted=$(cat requirements.txt setup.py | sha256sum | cut -d' ' -f1)
 if [ "$(cat .venv/.installed 2>/dev/null)" != "$wanted" ]; then
+    # A .venv whose making was cut short (Ctrl-C while venv ran ensurepip)
+    # has no pip yet.
+    .venv/bin/python -c 'import pip' >/dev/null 2>&1 || .venv/bin/python -m ensurepip >/dev/null
     pip=".venv/bin/python -m pip install -q --disable-pip-version-check"
     $pip -r requirements.txt
     $pip --no-deps -e .

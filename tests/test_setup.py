@@ -23,7 +23,7 @@ def machine(tmp_path, programs):
         (bin_dir / name).chmod(0o755)
     # The real tools, where no stand-in plays them (linked after the stand-ins
     # are written: writing through a link would overwrite the real program).
-    for tool in ("dirname", "rm", "id", "readlink"):
+    for tool in ("dirname", "rm", "id", "readlink", "cat", "sha256sum", "cut"):
         if tool not in programs:
             os.symlink(subprocess.check_output(["which", tool], text=True).strip(),
                        bin_dir / tool)
@@ -139,6 +139,27 @@ def test_a_venv_whose_python_is_gone_is_made_anew(tmp_path):
         "exists): making .venv anew\n".format(gone))
     assert not os.path.exists(tmp_path / ".venv")  # then stopped at apt-get, for g++
     assert "setup: installing" in done.stderr and done.returncode == 1
+
+
+def test_a_venv_without_pip_gets_it_before_the_install(tmp_path):
+    """A .venv whose making was cut short (Ctrl-C while venv ran ensurepip) has
+    no pip: setup failed with "No module named pip"."""
+    log = tmp_path / "python.log"
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.write_text('#!/bin/bash\necho "$*" >> {}\n'
+                      'case "$*" in "-c import pip") exit 1;; "-m ensurepip"|"-m pip "*) exit 0;;'
+                      ' *) exec {} "$@";; esac\n'.format(log, sys.executable))
+    python.chmod(0o755)
+    (tmp_path / "requirements.txt").write_text("numpy\n")
+    (tmp_path / "setup.py").write_text("")
+    done = run_setup_copy(tmp_path, {"apt-get": "exit 0\n", "g++": "exit 0\n"})
+    assert done.returncode == 0, done.stderr
+    assert log.read_text().splitlines()[-4:] == [
+        "-c import pip", "-m ensurepip",
+        "-m pip install -q --disable-pip-version-check -r requirements.txt",
+        "-m pip install -q --disable-pip-version-check --no-deps -e ."]
+    assert (tmp_path / ".venv" / ".installed").exists()
 
 
 def apt_installs(tmp_path, programs):

@@ -137,6 +137,11 @@ def _directory_problem(directory):
     existing = os.path.dirname(missing[-1]) if missing else os.path.abspath(directory)
     if not os.path.isdir(existing):
         return "{} is not a directory".format(existing) if missing else "not a directory"
+    # A dangling link (or a loop) looks missing, but no directory can be made there.
+    broken = next((path for path in missing if os.path.islink(path)), None)
+    if broken:
+        link = "a symbolic link leading nowhere (to {})".format(os.readlink(broken))
+        return link if broken == missing[0] else "{} is {}".format(broken, link)
     longest = max([len(os.fsencode(os.path.basename(path))) for path in missing] + [0])
     limit = _name_limit(existing)
     if longest > limit:

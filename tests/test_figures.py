@@ -279,6 +279,24 @@ def test_a_name_too_long_is_refused_before_any_work(command, argv, message, tmp_
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize("target", ["/nonexistent/runs", "link"])  # dangling, a loop
+@pytest.mark.parametrize("command,argv,shown", [
+    (train, ["--out", "link", "--data-dir", "unused"], "--out link: "),
+    (make_figures, ["--out-dir", "link"], "--out-dir link: "),
+    (reconstruct, ["--out", "link/x.png"], "cannot write link/x.png: {cwd}/link: ")])
+def test_a_link_leading_nowhere_is_refused_before_any_work(command, argv, shown, target,
+                                                           tmp_path, capsys, monkeypatch):
+    # Before: "File exists: link", after the work, naming no flag.
+    monkeypatch.chdir(tmp_path)
+    os.symlink(target, "link")
+    monkeypatch.setattr(cli, "weights_path", lambda path: pytest.fail("did work first"))
+    assert command.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.endswith(": error: {}a symbolic link leading nowhere (to {})\n".format(
+        shown.format(cwd=tmp_path), target))
+    assert err.count("\n") == 1 and os.listdir(tmp_path) == ["link"]
+
+
 def test_a_failed_rename_is_reported_with_the_file_it_was_to_make():
     error = OSError(36, "File name too long", "out/.tmp-p5nawf68", None, "out/model.onnx")
     assert cli.describe(error) == "File name too long: out/model.onnx"

@@ -58,7 +58,8 @@ def write_files_atomically(writers):
     writers: (path, write, mode) triples; ``write(f)`` fills a temporary file
     beside ``path`` opened with ``mode`` ('wb' or 'w'). Only once every
     temporary file is written and flushed to disk are they renamed into place,
-    in the given order. Missing directories are made. On any error the
+    in the given order (a symbolic link is kept: the file it leads to is
+    replaced). Missing directories are made. On any error the
     temporary files and the directories made are removed, the old files stay
     as they were, and an OSError naming the file is raised. The files get
     plain permissions (0666 less the umask), not mkstemp's 0600.
@@ -68,10 +69,11 @@ def write_files_atomically(writers):
     done = False
     try:
         for path, write, mode in writers:
-            directory = os.path.dirname(os.path.abspath(path))
+            target = os.path.realpath(path)  # a link is written through, as the shell's > does
+            directory = os.path.dirname(target)
             made += make_directories(directory)
             fd, tmp = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=directory)
-            pending.append((tmp, path))
+            pending.append((tmp, target))
             try:
                 os.chmod(tmp, mode_bits)
                 with os.fdopen(fd, mode) as f:
@@ -81,8 +83,8 @@ def write_files_atomically(writers):
             except OSError as e:
                 message = "cannot write {}: {}".format(path, e.strerror or e)
                 raise (OSError(e.errno, message) if e.errno else OSError(message)) from e
-        for tmp, path in pending:
-            os.replace(tmp, path)
+        for tmp, target in pending:
+            os.replace(tmp, target)
         done = True
     finally:
         for tmp, _ in pending:

@@ -92,3 +92,19 @@ def test_parameters_that_are_not_finite_floats_are_refused(tmp_path, spoil, mess
         load_params(str(tmp_path / "bad.npz"), network)
     for kept, was in zip(lasagne.layers.get_all_param_values(network), before):
         np.testing.assert_array_equal(kept, was)
+
+
+def test_a_link_is_written_through_and_kept(tmp_path):
+    """--out figures/latest.png, a link to the file of the day: the file is
+    replaced, the link stays (before, the link became a file of its own)."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "old.png").write_bytes(b"old")
+    os.symlink("real/old.png", tmp_path / "latest.png")
+    os.symlink("real/new.png", tmp_path / "next.png")  # leads to a file not made yet
+    write_atomically(str(tmp_path / "latest.png"), lambda f: f.write(b"new"))
+    write_atomically(str(tmp_path / "next.png"), lambda f: f.write(b"next"))
+    assert os.readlink(tmp_path / "latest.png") == "real/old.png"
+    assert (tmp_path / "real" / "old.png").read_bytes() == b"new"
+    assert (tmp_path / "real" / "new.png").read_bytes() == b"next"
+    assert sorted(os.listdir(tmp_path)) == ["latest.png", "next.png", "real"]
+    assert sorted(os.listdir(tmp_path / "real")) == ["new.png", "old.png"]

@@ -298,8 +298,13 @@ def dataset_files(dataset="mnist", data_dir=None, fetch=True, names=FILES):
                 raise DataError("{}: missing from {}".format(name, directory))
             path = download(dataset, name, directory)
         elif not sha256_ok(path, dataset, name):
-            raise DataError("{}: checksum mismatch: not the official {} file".format(
-                path, dataset))
+            # The other dataset's file of the same name (a directory mixed up)?
+            other = next((o for o in DATASETS if o != dataset and sha256_ok(path, o, name)),
+                         None)
+            raise DataError("{}: checksum mismatch: not the official {} file{}".format(
+                path, dataset, "" if other is None else
+                ": it is {}'s (give --dataset {}, or the directory of {}'s files)".format(
+                    other, other, dataset)))
         paths[name] = path
     return paths
 

@@ -242,6 +242,17 @@ def test_a_convae_data_dir_that_holds_the_files_themselves_is_said(mnist_dir, tm
         data.dataset_files("mnist")  # a directory above with no mnist/: not this message
 
 
+def test_the_other_dataset_s_files_are_named_as_such(mnist_dir):
+    """MNIST's directory given for Fashion-MNIST (the two share file names):
+    the mismatch says whose files they are."""
+    with pytest.raises(data.DataError) as error:
+        data.dataset_files("fashion", mnist_dir, fetch=False)
+    assert str(error.value) == (
+        "{}: checksum mismatch: not the official fashion file: it is mnist's (give "
+        "--dataset mnist, or the directory of fashion's files)".format(
+            os.path.join(mnist_dir, data.FILES[0])))
+
+
 def test_bad_mirrors_then_a_good_one(mirror, tmp_path):
     mirrors = [mirror + kind + "/" for kind in ("403", "404", "drop", "corrupt", "good")]
     path = data.download("mnist", TEST_LABELS, str(tmp_path), mirrors)

@@ -217,5 +217,6 @@ def read_metrics(path):
                 path, number, ", ".join(sorted(METRIC_KEYS))))
         records.append(record)
     if not records:
-        raise ValueError("{}: no metrics in it".format(path))
+        raise ValueError("{}: no metrics in it (a run writes one line per finished "
+                         "epoch)".format(path))
     return records

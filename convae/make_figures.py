@@ -28,12 +28,25 @@ def noisy_copies(images, noise="gaussian", level=0.3, seed=0):
     return np.clip(images + rng.normal(0, level, images.shape), 0, 1).astype(np.float32)
 
 
-class Denoising(NamedTuple):
-    """What the denoising figure shows: the run's network, the test set it
-    trained on (images (N, 1, 28, 28), labels (N,)) and its noise."""
-    codec: Codec
+class LabelledImages(NamedTuple):
+    """A dataset's test images (N, 1, 28, 28), their labels (N,), and the
+    names of labels 0-9."""
     images: np.ndarray
     labels: np.ndarray
+    classes: tuple
+
+
+def test_images(dataset, data_dir=None):
+    """``dataset``'s LabelledImages, found as convae-train finds its data."""
+    return LabelledImages(*data.load_test_set(dataset, data_dir),
+                          data.DATASETS[dataset]["classes"])
+
+
+class Denoising(NamedTuple):
+    """What the denoising figure shows: the run's network, the test set it
+    trained on and its noise."""
+    codec: Codec
+    shown: LabelledImages
     noise: str  # 'gaussian' or 'mask'
     level: float
 
@@ -64,12 +77,11 @@ def run_metrics(weights):
     return path
 
 
-def make_all(codec, X_test, y_test, classes, metrics, denoising, out_dir):
+def make_all(codec, shown, metrics, denoising, out_dir):
     """Write all figures into out_dir; returns the list of paths written.
 
-    X_test (N, 1, 28, 28), y_test (N,): the test set shown, classes the names
-    of its labels 0-9; denoising: the denoising run, with the test set it
-    trained on, for its figure.
+    shown: the test set (LabelledImages) whose digits the figures show;
+    denoising: the denoising run, with the test set it trained on.
     """
     written = []
 
@@ -78,19 +90,20 @@ def make_all(codec, X_test, y_test, classes, metrics, denoising, out_dir):
         figures.save_figure(fig, path)
         written.append(path)
 
-    shown = figures.pick_indices(y_test)
+    X_test, y_test = shown.images, shown.labels
+    picked = figures.pick_indices(y_test)
     save(figures.reconstruction_figure(
-        X_test[shown], codec.reconstruct(X_test[shown]),
-        figures.captions(shown, y_test, classes)), "reconstructions.png")
+        X_test[picked], codec.reconstruct(X_test[picked]),
+        figures.captions(picked, y_test, shown.classes)), "reconstructions.png")
     save(figures.learning_curves_figure(metrics), "learning_curves.png")
     save(figures.filters_figure(codec.first_layer_filters()), "filters.png")
     codes = codec.encode(X_test)
-    save(figures.code_pca_figure(codes, y_test, classes), "code_pca.png")
-    first, last = shown[4], shown[9]
+    save(figures.code_pca_figure(codes, y_test, shown.classes), "code_pca.png")
+    first, last = picked[4], picked[9]
     path = figures.interpolate_codes(codes[first], codes[last], 8)
     save(figures.interpolation_figure(codec.decode(path), X_test[first],
                                       X_test[last]), "interpolation.png")
-    clean = denoising.images[figures.pick_indices(denoising.labels)]
+    clean = denoising.shown.images[figures.pick_indices(denoising.shown.labels)]
     noisy = noisy_copies(clean, denoising.noise, denoising.level)
     save(figures.denoising_figure(noisy, denoising.codec.reconstruct(noisy), clean),
          "denoising.png")
@@ -107,15 +120,13 @@ def make_figures(args):
     noise, level = denoiser_noise(args.denoising_weights)
     metrics = figures.read_metrics(args.metrics or run_metrics(args.weights))
     dataset = cli.dataset_to_show(args.dataset, args.weights)
-    X_test, y_test = data.load_test_set(dataset, args.data_dir)
+    shown = test_images(dataset, args.data_dir)
     # The denoising run's figure shows the dataset that run trained on (from
     # where convae-train finds it, if --data-dir holds the other one).
     denoiser_dataset = cli.dataset_to_show(args.dataset, args.denoising_weights)
-    denoiser_test = ((X_test, y_test) if denoiser_dataset == dataset
-                     else data.load_test_set(denoiser_dataset))
-    denoising = Denoising(denoiser, *denoiser_test, noise, level)
-    for path in make_all(codec, X_test, y_test, data.DATASETS[dataset]["classes"], metrics,
-                         denoising, args.out_dir):
+    denoiser_shown = shown if denoiser_dataset == dataset else test_images(denoiser_dataset)
+    denoising = Denoising(denoiser, denoiser_shown, noise, level)
+    for path in make_all(codec, shown, metrics, denoising, args.out_dir):
         print("wrote " + path)
     return 0
 

@@ -539,9 +539,10 @@ def test_the_digits_shown_are_from_the_dataset_the_weights_were_trained_on(
     (run / "metrics.jsonl").write_text(open(files.SHIPPED_METRICS).readline())
     assert make_figures.main(["--weights", str(run), "--data-dir", "fashion-dir"]) == 0
     assert sets == [("fashion", "fashion-dir"), ("mnist", None)]
-    codec, X_test, y_test, classes, metrics, denoising, out_dir = drawn[0]
-    assert (X_test, denoising.images) == ("fashion", "mnist")
-    assert classes[9] == "Ankle boot"  # Fashion-MNIST's names, not digits
+    codec, shown, metrics, denoising, out_dir = drawn[0]
+    assert (shown.images, denoising.shown.images) == ("fashion", "mnist")
+    assert shown.classes[9] == "Ankle boot"  # Fashion-MNIST's names, not digits
+    assert denoising.shown.classes == data.DATASETS["mnist"]["classes"]
     assert metrics == figures.read_metrics(str(run / "metrics.jsonl"))
     sets.clear()
     assert make_figures.main(["--weights", str(run), "--dataset", "mnist"]) == 0
@@ -575,7 +576,7 @@ def test_the_denoising_figure_shows_the_noise_its_run_trained_with(tmp_path, cap
     masked = run_with_checkpoint(tmp_path / "masked", noise="mask", noise_level=0.5)
     assert make_figures.main(["--denoising-weights", str(masked)]) == 0
     assert make_figures.main([]) == 0  # the shipped denoiser: no checkpoint
-    assert [args[5][3:] for args in drawn] == [("mask", 0.5), ("gaussian", 0.3)]
+    assert [(args[3].noise, args[3].level) for args in drawn] == [("mask", 0.5), ("gaussian", 0.3)]
     plain = run_with_checkpoint(tmp_path / "plain")
     assert make_figures.main(["--denoising-weights", str(plain)]) == 1
     assert capsys.readouterr().err == (

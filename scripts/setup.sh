@@ -11,6 +11,11 @@
 #     wheels stop at 3.11): $PYTHON, else one on PATH, else (a machine whose
 #     only Python is newer, as Ubuntu 24.04's 3.12 or Debian 13's 3.13) a
 #     CPython 3.11 that uv installs (uv from PATH, or from PyPI into .venv-uv).
+#  3. where a copy of MNIST lies beside the clone (../shared/data/mnist, as on
+#     this project's machines, which reach no download mirror), links to it
+#     in convae's per-user cache, where convae-train looks when given no
+#     --data-dir or CONVAE_DATA_DIR; elsewhere convae downloads MNIST there on
+#     first use. convae checks every file against its SHA-256 either way.
 # Safe to run again: it only does what is missing or out of date.
 # `bash scripts/setup.sh --which-python` prints the interpreter it would use.
 set -euo pipefail
@@ -155,4 +160,27 @@ if [ "$(cat .venv/.installed 2>/dev/null)" != "$wanted" ]; then
     $pip -r requirements.txt
     $pip --no-deps -e .
     echo "$wanted" > .venv/.installed
+fi
+
+# MNIST from beside the clone, into the cache data.default_data_dir reads
+# ($XDG_CACHE_HOME where absolute, as the XDG spec has it, else ~/.cache).
+shared=../shared/data/mnist
+if [ -d "$shared" ]; then
+    cache=${XDG_CACHE_HOME:-}
+    case "$cache" in /*) ;; *) cache=$HOME/.cache ;; esac
+    cache=$cache/convae/mnist
+    linked=0
+    for file in train-images-idx3-ubyte train-labels-idx1-ubyte \
+                t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+        [ -e "$cache/$file.gz" ] || [ -e "$cache/$file" ] && continue
+        for name in "$file.gz" "$file"; do
+            if [ -f "$shared/$name" ]; then
+                mkdir -p "$cache"
+                ln -sfn "$(readlink -f "$shared/$name")" "$cache/$name"
+                linked=$((linked + 1))
+                break
+            fi
+        done
+    done
+    [ "$linked" -eq 0 ] || echo "setup: MNIST from $shared linked into $cache ($linked files)" >&2
 fi

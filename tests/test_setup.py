@@ -3,6 +3,7 @@
 A real CPython 3.12-only machine and uv's download of a CPython (from outside
 PyPI) cannot be had here: stand-ins on PATH play them.
 """
+import hashlib
 import os
 import re
 import subprocess
@@ -23,7 +24,7 @@ def machine(tmp_path, programs):
         (bin_dir / name).chmod(0o755)
     # The real tools, where no stand-in plays them (linked after the stand-ins
     # are written: writing through a link would overwrite the real program).
-    for tool in ("dirname", "rm", "id", "readlink", "cat", "sha256sum", "cut"):
+    for tool in ("dirname", "rm", "id", "readlink", "cat", "sha256sum", "cut", "mkdir", "ln"):
         if tool not in programs:
             os.symlink(subprocess.check_output(["which", tool], text=True).strip(),
                        bin_dir / tool)
@@ -100,15 +101,18 @@ def test_an_argument_setup_does_not_take_is_a_usage_error_before_any_work(tmp_pa
         assert done.stderr == "usage: bash scripts/setup.sh [--which-python]\n"
 
 
-def run_setup_copy(tmp_path, programs):
+def run_setup_copy(tmp_path, programs, env=()):
     """Run a copy of setup.sh in tmp_path (its .venv, if any, is tmp_path's) on a
-    machine of the given stand-in programs (see ``machine``)."""
-    (tmp_path / "scripts").mkdir()
-    with open(SETUP) as f:
-        (tmp_path / "scripts" / "setup.sh").write_text(f.read())
+    machine of the given stand-in programs (see ``machine``), with ``env``
+    (name, value) pairs added to a PATH and HOME."""
+    if not (tmp_path / "scripts").exists():
+        (tmp_path / "scripts").mkdir()
+        with open(SETUP) as f:
+            (tmp_path / "scripts" / "setup.sh").write_text(f.read())
+    path = str(tmp_path / "bin") if (tmp_path / "bin").exists() else machine(tmp_path, programs)
     return subprocess.run(["/bin/bash", str(tmp_path / "scripts" / "setup.sh")],
-                          env={"PATH": machine(tmp_path, programs),
-                               "HOME": os.environ.get("HOME", "/root")},
+                          env=dict({"PATH": path, "HOME": os.environ.get("HOME", "/root")},
+                                   **dict(env)),
                           capture_output=True, text=True, timeout=120)
 
 
@@ -160,6 +164,63 @@ def test_a_venv_without_pip_gets_it_before_the_install(tmp_path):
         "-m pip install -q --disable-pip-version-check -r requirements.txt",
         "-m pip install -q --disable-pip-version-check --no-deps -e ."]
     assert (tmp_path / ".venv" / ".installed").exists()
+
+
+def made_venv(repo):
+    """A .venv in repo that setup takes as made and installed: a stand-in
+    Python (the real one, for setup's questions) and an up-to-date .installed."""
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    python = repo / ".venv" / "bin" / "python"
+    python.write_text('#!/bin/bash\nexec {} "$@"\n'.format(sys.executable))
+    python.chmod(0o755)
+    (repo / "requirements.txt").write_text("numpy\n")
+    (repo / "setup.py").write_text("")
+    (repo / ".venv" / ".installed").write_text(hashlib.sha256(b"numpy\n").hexdigest() + "\n")
+
+
+MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def test_mnist_beside_the_clone_is_linked_into_convae_s_cache(tmp_path, monkeypatch):
+    """This project's machines reach no MNIST mirror, and keep MNIST in
+    ../shared/data/mnist: the README's first command failed there ("could not
+    be downloaded") unless CONVAE_DATA_DIR was set by hand."""
+    repo, home = tmp_path / "repo", tmp_path / "home"
+    repo.mkdir()
+    home.mkdir()
+    made_venv(repo)
+    shared = tmp_path / "shared" / "data" / "mnist"
+    shared.mkdir(parents=True)
+    for name in MNIST_FILES:
+        (shared / name).write_bytes(name.encode())
+    stand_ins = {"apt-get": "exit 0\n", "g++": "exit 0\n"}
+    cache = home / "cache" / "convae" / "mnist"
+    (cache).mkdir(parents=True)
+    (cache / MNIST_FILES[0][:-3]).write_bytes(b"downloaded")  # kept, in either form
+    done = run_setup_copy(repo, stand_ins, [("HOME", str(home)),
+                                            ("XDG_CACHE_HOME", str(home / "cache"))])
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.endswith("setup: MNIST from ../shared/data/mnist linked into {} "
+                                "(3 files)\n".format(cache))
+    assert sorted(os.listdir(cache)) == sorted([MNIST_FILES[0][:-3]] + list(MNIST_FILES[1:]))
+    for name in MNIST_FILES[1:]:
+        assert os.readlink(cache / name) == str(shared / name)
+    assert (cache / MNIST_FILES[0][:-3]).read_bytes() == b"downloaded"
+    # ... the very directory convae reads when given no --data-dir or CONVAE_DATA_DIR.
+    from convae import data
+    monkeypatch.delenv("CONVAE_DATA_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    assert data.default_data_dir("mnist") == str(cache)
+    monkeypatch.setenv("XDG_CACHE_HOME", "rel")
+    assert data.default_data_dir("mnist") == str(home / ".cache" / "convae" / "mnist")
+    again = run_setup_copy(repo, stand_ins, [("HOME", str(home)),
+                                             ("XDG_CACHE_HOME", str(home / "cache"))])
+    assert again.returncode == 0 and "MNIST" not in again.stderr
+    # A relative XDG_CACHE_HOME is ignored, as the XDG spec says: ~/.cache.
+    done = run_setup_copy(repo, stand_ins, [("HOME", str(home)), ("XDG_CACHE_HOME", "rel")])
+    assert sorted(os.listdir(home / ".cache" / "convae" / "mnist")) == sorted(MNIST_FILES)
 
 
 def apt_installs(tmp_path, programs):

@@ -16,6 +16,8 @@ from convae.files import (CHECKPOINT_FILE, SHIPPED_WEIGHTS, TEMPORARY_PREFIX, Pa
 
 # The errors of a disk that is full, or full for this user.
 OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# The figures' directory: the shipped run's in the repository, a run's own in its directory.
+FIGURES_DIR = "figures"
 # NumPy's RandomState takes seeds from 0 to 2**32 - 1.
 MAX_SEED = 2 ** 32 - 1
 
@@ -90,6 +92,19 @@ def weights_path(path):
     if not os.path.isfile(path):
         raise ValueError("no weights at {}".format(path))
     return path
+
+
+def shipped(weights):
+    """True if --weights ``weights`` (None included) are the weights shipped with convae."""
+    return os.path.abspath(weights_path(weights)) == SHIPPED_WEIGHTS
+
+
+def figures_dir(weights):
+    """Where the figure commands write by default: ``figures`` (the
+    repository's, the README's figures) for the shipped weights, else the
+    ``figures`` directory beside the model.npz of --weights, so that a run's
+    figures stay with it and the shipped ones stay as they are."""
+    return FIGURES_DIR if shipped(weights) else run_file(weights, FIGURES_DIR)
 
 
 def run_file(weights, name):

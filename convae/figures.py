@@ -74,6 +74,10 @@ def _grid(fig, rows, cols, images, row_labels=(), titles=()):
     return axes
 
 
+# The reconstructions' file, as convae-reconstruct and convae-figures write it.
+RECONSTRUCTIONS = "reconstructions.png"
+
+
 def captions(indices, labels, classes):
     """One title per test image: its index and its class, "#19 (7)", from
     labels (N,) and classes, the names of labels 0-9."""

@@ -2,7 +2,8 @@
 
 Usage: ``convae-figures`` (or ``python scripts/make_figures.py``). Writes
 reconstructions.png, learning_curves.png, filters.png, code_pca.png,
-interpolation.png and denoising.png into ``--out-dir`` (default ``figures``).
+interpolation.png and denoising.png into ``--out-dir`` (default ``figures``;
+for ``--weights``, ``figures`` in the run directory, beside its model.npz).
 """
 import argparse
 import os
@@ -14,8 +15,7 @@ import numpy as np
 import convae
 from convae import cli, data, figures
 from convae.codec import Codec
-from convae.files import (METRICS_FILE, SHIPPED_DENOISING_WEIGHTS, SHIPPED_METRICS,
-                          SHIPPED_WEIGHTS)
+from convae.files import METRICS_FILE, SHIPPED_DENOISING_WEIGHTS, SHIPPED_METRICS
 
 
 def noisy_copies(images, noise="gaussian", level=0.3, seed=0):
@@ -68,7 +68,7 @@ def run_metrics(weights):
     run's for None, else the one beside the model.npz (or in its run
     directory). PathError if there is none: another run's learning curves
     beside these weights' figures would pass for theirs."""
-    if os.path.abspath(cli.weights_path(weights)) == SHIPPED_WEIGHTS:
+    if cli.shipped(weights):
         return SHIPPED_METRICS
     path = cli.run_file(weights, METRICS_FILE)
     if not os.path.isfile(path):
@@ -94,7 +94,7 @@ def make_all(codec, shown, metrics, denoising, out_dir):
     picked = figures.pick_indices(y_test)
     save(figures.reconstruction_figure(
         X_test[picked], codec.reconstruct(X_test[picked]),
-        figures.captions(picked, y_test, shown.classes)), "reconstructions.png")
+        figures.captions(picked, y_test, shown.classes)), figures.RECONSTRUCTIONS)
     save(figures.learning_curves_figure(metrics), "learning_curves.png")
     save(figures.filters_figure(codec.first_layer_filters()), "filters.png")
     codes = codec.encode(X_test)
@@ -113,7 +113,8 @@ def make_all(codec, shown, metrics, denoising, out_dir):
 def make_figures(args):
     """Write every figure as ``args`` asks; returns 0."""
     convae.runtime.enable()
-    cli.writable_directory(args.out_dir, "--out-dir")  # before any work, not after it
+    out_dir = args.out_dir or cli.figures_dir(args.weights)
+    cli.writable_directory(out_dir, "--out-dir")  # before any work, not after it
     # Every file the user named is read before the data, which may need a download.
     codec = Codec(cli.weights_path(args.weights))
     denoiser = Codec(cli.weights_path(args.denoising_weights))
@@ -126,7 +127,7 @@ def make_figures(args):
     denoiser_dataset = cli.dataset_to_show(args.dataset, args.denoising_weights)
     denoiser_shown = shown if denoiser_dataset == dataset else test_images(denoiser_dataset)
     denoising = Denoising(denoiser, denoiser_shown, noise, level)
-    for path in make_all(codec, shown, metrics, denoising, args.out_dir):
+    for path in make_all(codec, shown, metrics, denoising, out_dir):
         print("wrote " + path)
     return 0
 
@@ -143,7 +144,9 @@ def main(argv=None):
                         default=SHIPPED_DENOISING_WEIGHTS,
                         help="weights of a --noise gaussian or mask run, shown with "
                         "its own noise (default: shipped)")
-    parser.add_argument("--out-dir", type=cli.nonempty_path, default="figures")
+    parser.add_argument("--out-dir", type=cli.nonempty_path,
+                        help="default: figures for the shipped weights, else figures in "
+                        "the run directory of --weights")
     return cli.run_command("convae-figures", lambda: make_figures(parser.parse_args(argv)))
 
 

@@ -4,9 +4,10 @@ Usage: ``convae-reconstruct`` (or ``python scripts/reconstruct.py``) with the
 weights shipped in the package, or ``--weights`` a ``model.npz`` (or the run
 directory holding it) from ``convae-train``. Digits: one of each class by
 default, ``--indices 0,7,42``, or ``--n 12 --seed 3`` at random. Writes the
-figure to ``--out`` (default ``figures/reconstructions.png``; its extension
-picks the format: .png, .pdf, .svg, ...) and prints the squared error per
-image and its mean (MSE per pixel, pixels in [0, 1)).
+figure to ``--out`` (default ``figures/reconstructions.png``, in the run
+directory for ``--weights``; its extension picks the format: .png, .pdf,
+.svg, ...) and prints the squared error per image and its mean (MSE per
+pixel, pixels in [0, 1)).
 """
 import argparse
 import os
@@ -17,8 +18,8 @@ import numpy as np
 import convae
 from convae import cli, data
 from convae.codec import Codec
-from convae.figures import (MAX_PAIRS, captions, figure_format, pick_indices,
-                            reconstruction_figure, save_figure)
+from convae.figures import (MAX_PAIRS, RECONSTRUCTIONS, captions, figure_format,
+                            pick_indices, reconstruction_figure, save_figure)
 
 
 def squared_errors(originals, reconstructions):
@@ -45,8 +46,9 @@ def parse_indices(text):
 def reconstruct(args):
     """Plot and print what ``args`` asks for; returns 0."""
     convae.runtime.enable()
-    figure_format(args.out)  # a name it cannot be written as: before any work
-    out = cli.writable_path(args.out)
+    out = args.out or os.path.join(cli.figures_dir(args.weights), RECONSTRUCTIONS)
+    figure_format(out)  # a name it cannot be written as: before any work
+    out = cli.writable_path(out)
     codec = Codec(cli.weights_path(args.weights))  # before the data, which may need a download
     dataset = cli.dataset_to_show(args.dataset, args.weights)
     X_test, y_test = data.load_test_set(dataset, args.data_dir)
@@ -75,9 +77,10 @@ def main(argv=None):
                         help="this many random test digits (at most {})".format(MAX_PAIRS))
     parser.add_argument("--seed", type=cli.seed, help="seed for --n (default 0)")
     parser.add_argument("--out", type=cli.nonempty_path,
-                        default=os.path.join("figures", "reconstructions.png"),
                         help="the figure; .png, .pdf, .svg, ... as its name ends "
-                        "(default: %(default)s)")
+                        "(default: figures/{0} for the shipped weights, else "
+                        "figures/{0} in the run directory of --weights)".format(
+                            RECONSTRUCTIONS))
     args = parser.parse_args(argv)
     if args.seed is not None and args.n is None:  # it would pick nothing: say so
         parser.error("--seed picks the --n random digits; give --n too")

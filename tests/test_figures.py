@@ -614,3 +614,27 @@ def test_reconstruct_names_fashion_mnist_classes(tmp_path, capsys):
     assert printed[0].startswith("test image     0 (label Ankle boot): MSE ")
     assert printed[1].startswith("test image     1 (label Pullover): MSE ")
     assert out.exists()
+
+
+def test_a_run_s_figures_go_beside_it_and_the_shipped_ones_stay(mnist_dir, tmp_path, capsys,
+                                                                 monkeypatch):
+    """convae-reconstruct --weights runs/mine (the README's example) wrote
+    figures/reconstructions.png, the shipped figure the README shows; so did
+    convae-figures --weights with all six."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    run = run_with_checkpoint(tmp_path / "runs" / "mine")
+    (run / "metrics.jsonl").write_text(open(files.SHIPPED_METRICS).readline())
+    assert reconstruct.main(["--weights", "runs/mine", "--data-dir", mnist_dir]) == 0
+    assert make_figures.main(["--weights", "runs/mine", "--data-dir", mnist_dir]) == 0
+    written = capsys.readouterr().out
+    assert "wrote runs/mine/figures/reconstructions.png" in written
+    assert sorted(os.listdir(run / "figures")) == sorted(
+        ["reconstructions.png", "learning_curves.png", "filters.png", "code_pca.png",
+         "interpolation.png", "denoising.png"])
+    assert sorted(os.listdir(tmp_path)) == ["runs"]  # no figures/ here
+    # The shipped weights, named or not, still draw into figures/.
+    assert reconstruct.main(["--data-dir", mnist_dir, "--indices", "0"]) == 0
+    assert reconstruct.main(["--weights", files.SHIPPED_WEIGHTS, "--data-dir", mnist_dir,
+                             "--indices", "1"]) == 0
+    assert capsys.readouterr().out.count("wrote figures/reconstructions.png") == 2

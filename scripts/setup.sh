@@ -174,12 +174,13 @@ if [ -d "$shared" ]; then
                 t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
         [ -e "$cache/$file.gz" ] || [ -e "$cache/$file" ] && continue
         for name in "$file.gz" "$file"; do
-            if [ -f "$shared/$name" ]; then
-                mkdir -p "$cache"
-                ln -sfn "$(readlink -f "$shared/$name")" "$cache/$name"
+            [ -f "$shared/$name" ] || continue
+            # Best effort: a home that cannot be written only leaves the link out.
+            if mkdir -p "$cache" 2>/dev/null &&
+                    ln -sfn "$(readlink -f "$shared/$name")" "$cache/$name" 2>/dev/null; then
                 linked=$((linked + 1))
-                break
             fi
+            break
         done
     done
     [ "$linked" -eq 0 ] || echo "setup: MNIST from $shared linked into $cache ($linked files)" >&2

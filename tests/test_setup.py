@@ -221,6 +221,11 @@ def test_mnist_beside_the_clone_is_linked_into_convae_s_cache(tmp_path, monkeypa
     # A relative XDG_CACHE_HOME is ignored, as the XDG spec says: ~/.cache.
     done = run_setup_copy(repo, stand_ins, [("HOME", str(home)), ("XDG_CACHE_HOME", "rel")])
     assert sorted(os.listdir(home / ".cache" / "convae" / "mnist")) == sorted(MNIST_FILES)
+    # A cache that cannot be made (a home that is a file: no permission bit
+    # stops root) leaves the links out, not setup failed at its very end.
+    (tmp_path / "not-a-home").write_text("")
+    done = run_setup_copy(repo, stand_ins, [("HOME", str(tmp_path / "not-a-home"))])
+    assert done.returncode == 0 and "MNIST" not in done.stderr, done.stderr
 
 
 def apt_installs(tmp_path, programs):

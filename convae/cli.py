@@ -126,11 +126,17 @@ def run_settings(weights, remedy):
         raise PathError("{}; {}".format(e, remedy))
 
 
+def trained_on(settings):
+    """The dataset a run trained on, from its settings (``run_settings``):
+    'mnist' where they say none."""
+    return settings.get("dataset", "mnist")
+
+
 def dataset_to_show(dataset, weights):
     """--dataset if given, else the one the run behind ``weights`` (a --weights)
     trained on, from the checkpoint beside its model.npz, else 'mnist'.
     PathError if that checkpoint cannot be read."""
-    return dataset or run_settings(weights, "give --dataset").get("dataset", "mnist")
+    return dataset or trained_on(run_settings(weights, "give --dataset"))
 
 
 def _name_limit(directory):

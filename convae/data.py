@@ -278,7 +278,7 @@ def dataset_files(dataset="mnist", data_dir=None, fetch=True, names=FILES):
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise DataError("{}: not a directory (the data directory must be one)".format(
             directory))
-    paths = {}
+    paths, root = {}, _data_root()
     for name in names:
         path = _locate(directory, name)
         if path is None and data_dir and _locate(os.path.join(data_dir, dataset), name):
@@ -286,13 +286,13 @@ def dataset_files(dataset="mnist", data_dir=None, fetch=True, names=FILES):
             raise DataError("{} has no {}, but {} has: the data directory is the one that "
                             "holds the files".format(directory, name,
                                                      os.path.join(data_dir, dataset)))
-        if path is None and not data_dir and _data_root() and _locate(_data_root(), name):
+        if path is None and not data_dir and root and _locate(root, name):
             # CONVAE_DATA_DIR set to the directory of the files themselves.
             raise DataError("CONVAE_DATA_DIR={0} holds {1}, but is read as the directory "
                             "above one per dataset (looked in {2}): set it to the directory "
                             "above, or give --data-dir {0}".format(
                                 os.environ["CONVAE_DATA_DIR"], name,
-                                os.path.join(_data_root(), dataset)))
+                                os.path.join(root, dataset)))
         if path is None:
             if not fetch:
                 raise DataError("{}: missing from {}".format(name, directory))

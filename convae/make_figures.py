@@ -51,16 +51,19 @@ class Denoising(NamedTuple):
     level: float
 
 
-def denoiser_noise(weights):
-    """(noise, level) the run behind --denoising-weights ``weights`` trained
-    with, from its checkpoint; the shipped denoiser's ('gaussian', 0.3) where
-    there is none. PathError for a run trained without noise."""
+def denoising_run(weights, dataset):
+    """(dataset, noise, level) of the run behind --denoising-weights
+    ``weights``, from one read of its checkpoint: ``dataset`` (--dataset) if
+    given, else the one it trained on; the noise and level it trained with,
+    the shipped denoiser's ('gaussian', 0.3) where there is no checkpoint.
+    PathError for a run trained without noise."""
     settings = cli.run_settings(weights, "the denoising figure takes its noise from it")
     if settings.get("noise") == "none":
         raise cli.PathError("--denoising-weights {}: that run trained without --noise, so "
                             "it never learned to denoise; give a --noise gaussian or "
                             "--noise mask run".format(weights))
-    return settings.get("noise", "gaussian"), settings.get("noise_level", 0.3)
+    return (dataset or cli.trained_on(settings), settings.get("noise", "gaussian"),
+            settings.get("noise_level", 0.3))
 
 
 def run_metrics(weights):
@@ -118,13 +121,12 @@ def make_figures(args):
     # Every file the user named is read before the data, which may need a download.
     codec = Codec(cli.weights_path(args.weights))
     denoiser = Codec(cli.weights_path(args.denoising_weights))
-    noise, level = denoiser_noise(args.denoising_weights)
+    denoiser_dataset, noise, level = denoising_run(args.denoising_weights, args.dataset)
     metrics = figures.read_metrics(args.metrics or run_metrics(args.weights))
     dataset = cli.dataset_to_show(args.dataset, args.weights)
     shown = test_images(dataset, args.data_dir)
     # The denoising run's figure shows the dataset that run trained on (from
     # where convae-train finds it, if --data-dir holds the other one).
-    denoiser_dataset = cli.dataset_to_show(args.dataset, args.denoising_weights)
     denoiser_shown = shown if denoiser_dataset == dataset else test_images(denoiser_dataset)
     denoising = Denoising(denoiser, denoiser_shown, noise, level)
     for path in make_all(codec, shown, metrics, denoising, out_dir):

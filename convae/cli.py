@@ -20,6 +20,8 @@ OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 FIGURES_DIR = "figures"
 # NumPy's RandomState takes seeds from 0 to 2**32 - 1.
 MAX_SEED = 2 ** 32 - 1
+# What an error writing a command's report lines names.
+STDOUT = "standard output"
 
 
 class PathError(ValueError):
@@ -240,8 +242,35 @@ def describe(error):
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
+def point_at_devnull(*streams):
+    """Point the files behind ``streams`` at /dev/null, where there are files
+    (a notebook's streams have none)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in streams:
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):
+            pass
+    os.close(devnull)
+
+
+def say(line):
+    """Print one line of a command's report on standard output, at once. A
+    write that fails (``> log`` on a full disk, ``| head -1`` whose reader has
+    gone) raises OSError naming standard output."""
+    try:
+        print(line, flush=True)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, STDOUT) from None
+
+
 def report_error(prog, error):
-    """Print ``prog: error: <error>`` on stderr in one line; returns the exit code 1."""
+    """Print ``prog: error: <error>`` on stderr in one line; returns the exit
+    code 1. Standard output's reader gone (``| head -1``) is no error: the
+    command stops quietly, as a Unix tool killed by SIGPIPE does (code 141)."""
+    if isinstance(error, BrokenPipeError) and error.filename == STDOUT:
+        point_at_devnull(sys.stdout)  # Python's flush at exit would fail again
+        return 128 + signal.SIGPIPE
     print("{}: error: {}".format(prog, describe(error)), file=sys.stderr)
     return 1
 
@@ -264,17 +293,9 @@ def exit_code(interrupt):
 
 def forget_terminal_after_hangup(number):
     """After SIGHUP the terminal is gone, and writing to it fails: point
-    stdout and stderr at /dev/null (where they are files at all; not in a
-    notebook)."""
-    if number != signal.SIGHUP:
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            os.dup2(devnull, stream.fileno())
-        except (OSError, ValueError):  # no file behind it (a notebook's streams)
-            pass
-    os.close(devnull)
+    stdout and stderr at /dev/null."""
+    if number == signal.SIGHUP:
+        point_at_devnull(sys.stdout, sys.stderr)
 
 
 @contextlib.contextmanager

@@ -100,7 +100,7 @@ def export(args):
     model = onnx_model(parameters(cli.weights_path(args.weights)))
     data = model.SerializeToString()
     files.write_atomically(out, lambda f: f.write(data))
-    print("wrote {} ({} trained values)".format(out, trained_values(model)))
+    cli.say("wrote {} ({} trained values)".format(out, trained_values(model)))
     return 0
 
 

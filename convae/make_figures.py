@@ -130,7 +130,7 @@ def make_figures(args):
     denoiser_shown = shown if denoiser_dataset == dataset else test_images(denoiser_dataset)
     denoising = Denoising(denoiser, denoiser_shown, noise, level)
     for path in make_all(codec, shown, metrics, denoising, out_dir):
-        print("wrote " + path)
+        cli.say("wrote " + path)
     return 0
 
 

@@ -56,14 +56,14 @@ def reconstruct(args):
     indices = pick_indices(y_test, args.indices, args.n, args.seed or 0)
     originals = X_test[indices]
     reconstructions = codec.reconstruct(originals)
-    errors = squared_errors(originals, reconstructions)
-    for index, error in zip(indices, errors):
-        print("test image {:5d} (label {}): MSE {:.6f}".format(index, classes[y_test[index]],
-                                                               error))
-    print("mean MSE over {} images: {:.6f}".format(len(indices), errors.mean()))
     save_figure(reconstruction_figure(originals, reconstructions,
                                       captions(indices, y_test, classes)), out)
-    print("wrote " + out)
+    errors = squared_errors(originals, reconstructions)  # said after: `| head -1` loses no figure
+    for index, error in zip(indices, errors):
+        cli.say("test image {:5d} (label {}): MSE {:.6f}".format(index, classes[y_test[index]],
+                                                                 error))
+    cli.say("mean MSE over {} images: {:.6f}".format(len(indices), errors.mean()))
+    cli.say("wrote " + out)
     return 0
 
 

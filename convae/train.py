@@ -170,7 +170,7 @@ def architecture(network):
 class Run:
     """One training run's state: compiled functions, data order, position and metrics."""
 
-    def __init__(self, settings, out_dir, log=print, progress=False):
+    def __init__(self, settings, out_dir, log=cli.say, progress=False):
         """progress: a progress bar per epoch: True (always, as in a notebook),
         None (where stderr is a terminal, as the command has it) or False."""
         self.settings = settings
@@ -480,19 +480,19 @@ def run_to_start(args):
 def open_run(settings, out_dir, saved, epochs, notes):
     """The compiled Run, continued from ``saved`` (if not None) and saved again,
     so that ``out_dir`` describes the resume point whatever was cut off."""
-    print("Compiling the network (Theano caches this after the first run)...", flush=True)
+    cli.say("Compiling the network (Theano caches this after the first run)...")
     run = Run(settings, out_dir, progress=None)
     if saved is not None:
         run.restore(saved)
         run.epochs = epochs
         run.save()
         if run.epoch >= epochs:  # a finished run: only the test set is left
-            print("Training was done ({} of {} epochs); evaluating on the test set "
-                  "again".format(run.epoch, epochs))
+            cli.say("Training was done ({} of {} epochs); evaluating on the test set "
+                    "again".format(run.epoch, epochs))
         else:
-            print("Resuming at epoch {}, batch {}".format(run.epoch + 1, run.batch + 1))
+            cli.say("Resuming at epoch {}, batch {}".format(run.epoch + 1, run.batch + 1))
         for note in notes:
-            print(note)
+            cli.say(note)
     return run
 
 
@@ -530,7 +530,7 @@ def main(argv=None):
             stage = "while training"
             stopped_by = train_until_stopped(run, X_train, X_val, epochs)
             if stopped_by:
-                print("Interrupted: state saved in {}; continue with --resume".format(
+                cli.say("Interrupted: state saved in {}; continue with --resume".format(
                     args.out))
                 return 128 + stopped_by  # the shell's code for that signal: 130, 143, 129
             stage = ("during the final test evaluation; training is complete and saved "
@@ -540,10 +540,10 @@ def main(argv=None):
                 raise TrainingError(
                     "test loss became {}: the network has diverged; its epochs are saved "
                     "in {}, but start again with a lower --lr".format(test_err, args.out))
-            print("Final test MSE: {:.6f}".format(test_err))
             files.write_atomically(os.path.join(args.out, files.TEST_FILE),
                                    lambda f: f.write(json.dumps({"test_mse": test_err}) + "\n"),
                                    mode="w")
+            cli.say("Final test MSE: {:.6f}".format(test_err))  # saved first, as each epoch
             return 0
         except MemoryError as e:  # a batch too large for this machine
             return cli.report_error("convae-train", TrainingError(

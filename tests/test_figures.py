@@ -3,6 +3,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -14,6 +16,8 @@ from convae import (bench, checkpoint, cli, data, export, figures, files, make_f
 from convae.codec import Codec
 
 import reference
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def pixels(fig):
@@ -468,6 +472,29 @@ def test_a_command_stopped_while_compiling_says_so_in_one_line(
     assert capsys.readouterr().err == "convae-reconstruct: interrupted\n"
     assert os.listdir(tmp_path) == []
     assert signal.getsignal(signal.SIGTERM) == before  # put back as it was
+
+
+@pytest.mark.parametrize("reader, code, err", [
+    ("gone", 141, ""),
+    ("a full disk", 1, "convae-reconstruct: error: No space left on device: standard output\n")])
+def test_report_lines_that_cannot_be_written_cost_no_figure(mnist_dir, tmp_path, reader, code,
+                                                             err):
+    """`convae-reconstruct | head -1` (the reader gone: quiet, as a Unix tool
+    killed by SIGPIPE, code 141) or `> log` on a full disk (one line naming
+    standard output): either way the figure is written first."""
+    if reader == "gone":
+        read_end, stdout = os.pipe()
+        os.close(read_end)
+    else:
+        stdout = os.open("/dev/full", os.O_WRONLY)
+    try:
+        done = subprocess.run([sys.executable, "scripts/reconstruct.py", "--data-dir", mnist_dir,
+                               "--n", "3", "--out", str(tmp_path / "pairs.png")], cwd=REPO,
+                              stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(stdout)
+    assert (done.returncode, done.stderr) == (code, err)
+    assert (tmp_path / "pairs.png").read_bytes().startswith(MAGIC["png"])
 
 
 def test_the_learning_curves_are_those_of_the_run_the_weights_come_from(tmp_path, capsys,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import lasagne
-from convae import train
+from convae import cli, train
 from convae.model import build_convolutional_autoencoder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,6 +137,35 @@ def test_a_diverged_network_fails_its_test_and_writes_no_test_json(mnist_dir, tm
             in captured.err)
     assert "lower --lr" in captured.err
     assert sorted(os.listdir(out)) == ["checkpoint.npz", "metrics.jsonl", "model.npz"]
+
+
+def test_a_closed_pipe_at_the_last_line_stops_quietly_with_the_run_saved(
+        mnist_dir, tmp_path, capsys, monkeypatch):
+    """`convae-train | head -3`: the reader has gone by the test MSE line.
+    The run stops as a Unix tool killed by SIGPIPE does, in silence with code
+    141, and test.json is written all the same (it is written first)."""
+    out = tmp_path / "run"
+
+    def closed_at_the_end(line):
+        if line.startswith("Final test MSE"):
+            raise OSError(errno.EPIPE, "Broken pipe", cli.STDOUT)
+    monkeypatch.setattr(cli, "say", closed_at_the_end)
+    code = train.main(["--data-dir", mnist_dir, "--epochs", "1", "--out", str(out)] + SMALL)
+    assert (code, capsys.readouterr().err) == (141, "")
+    test_mse = json.loads((out / "test.json").read_text())["test_mse"]
+    assert 0 < test_mse < 0.1
+
+
+def test_a_full_standard_output_is_one_line_naming_it(mnist_dir, tmp_path):
+    """`convae-train > log` on a full disk: one line that says what could not
+    be written, before any work, and no --out left behind."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "scripts/train.py", "--data-dir", mnist_dir,
+                               "--out", str(tmp_path / "run")] + SMALL, cwd=REPO,
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert (done.returncode, done.stderr) == (
+        1, "convae-train: error: No space left on device: standard output\n")
+    assert os.listdir(tmp_path) == []
 
 
 def test_saved_parameters_load_the_lasagne_way(mnist_dir, tmp_path, capsys):

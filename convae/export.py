@@ -3,7 +3,8 @@
 Usage: ``convae-export`` (or ``python scripts/export.py``) with the weights
 shipped in the package, or ``--weights`` a ``model.npz`` (or the run
 directory holding it) from ``convae-train``; ``--out`` names the file
-(default ``model.onnx``). The model is the deterministic pass (no dropout)
+(default ``model.onnx``; a name ending in another extension, such as
+``model.npz``, is refused). The model is the deterministic pass (no dropout)
 for any batch size: input ``input`` float32 (batch, 1, 28, 28) in [0, 1),
 output ``reconstruction`` of the same shape. Load it with onnxruntime::
 
@@ -18,6 +19,7 @@ transpose them; ONNX's Conv is a cross-correlation, so the initializer holds
 the filters flipped, which is what both ONNX ops then need.
 """
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -94,9 +96,20 @@ def onnx_model(params):
     return model
 
 
+def onnx_name(path):
+    """``path``, or ValueError naming it where its extension is not .onnx (a
+    name without one is fine): ``--out model.npz`` would replace a run's
+    parameters with the model."""
+    extension = os.path.splitext(path)[1]
+    if extension and extension.lower() != ".onnx":
+        raise ValueError("{}: an ONNX model is not written as {}; end the name in .onnx".format(
+            path, extension))
+    return path
+
+
 def export(args):
     """Write the ONNX model that ``args`` asks for; returns 0."""
-    out = cli.writable_path(args.out)
+    out = cli.writable_path(onnx_name(args.out))
     model = onnx_model(parameters(cli.weights_path(args.weights)))
     data = model.SerializeToString()
     files.write_atomically(out, lambda f: f.write(data))

@@ -1,5 +1,8 @@
 """The ONNX export: onnxruntime computes what convae's Theano network and NumPy compute."""
+import os
+
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 
@@ -74,3 +77,24 @@ def test_bad_weights_or_output_are_one_line(tmp_path, capsys, case):
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.startswith("convae-export: error:") and "\n" not in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("out, written", [("model.npz", False), ("checkpoint.NPZ", False),
+                                          ("notes.txt", False), ("model.ONNX", True),
+                                          ("model", True)])
+def test_an_out_named_as_another_kind_of_file_is_refused(tmp_path, capsys, out, written):
+    """`convae-export --weights run/model.npz --out run/model.npz` replaced the
+    trained parameters with the ONNX model. A name that ends in another
+    extension than .onnx is refused, and the file there kept."""
+    path = tmp_path / out
+    path.write_bytes(b"a run's file")
+    code = export.main(["--out", str(path)])
+    err = capsys.readouterr().err
+    if written:
+        assert code == 0 and err == ""
+        assert onnx.load(str(path)).graph.output[0].name == "reconstruction"
+    else:
+        assert (code, err) == (1, "convae-export: error: {}: an ONNX model is not written as "
+                                  "{}; end the name in .onnx\n".format(path,
+                                                                       os.path.splitext(out)[1]))
+        assert path.read_bytes() == b"a run's file"

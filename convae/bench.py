@@ -1,8 +1,9 @@
 """Benchmark: how fast the post's network trains and evaluates here, as one JSON object.
 
 Usage: ``python -m convae.bench [--batch-size 128] [--threads 2] [--batches 60]
-[--json]``. Measured on real MNIST in fresh child processes (so the thread
-count and compile directory are set before Theano loads):
+[--json]``; ``--threads`` defaults to the CPUs this process may run on, and
+more than those are refused. Measured on real MNIST in fresh child processes
+(so the thread count and compile directory are set before Theano loads):
 
 * ``train_images_per_s`` / ``eval_images_per_s``: steady state, after compiling
   and a first step, calling the same compiled functions the training command
@@ -210,6 +211,22 @@ class BenchError(ValueError):
     """The benchmark cannot run or measured nonsense; the message is one line."""
 
 
+def usable_cpus():
+    """How many CPUs this process may run on: those of ``taskset`` or a
+    container's cpuset, which may be fewer than the machine has."""
+    return len(os.sched_getaffinity(0))
+
+
+def check_threads(args):
+    """BenchError for more ``--threads`` than CPUs to run them: the rates would
+    time the threads' waiting for each other, not the network."""
+    cpus = usable_cpus()
+    if args.threads > cpus:
+        raise BenchError("--threads {}: this process may run on {} CPU{} here; more threads "
+                         "than that time their contention, not convae".format(
+                             args.threads, cpus, "" if cpus == 1 else "s"))
+
+
 def check_data(args):
     """Find (or download) the MNIST training files before any child starts;
     returns the directory that holds them."""
@@ -320,7 +337,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m convae.bench",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--batch-size", type=cli.positive_int, default=128)
-    parser.add_argument("--threads", type=cli.positive_int, default=os.cpu_count())
+    parser.add_argument("--threads", type=cli.positive_int, default=usable_cpus(),
+                        help="at most the CPUs this process may run on (default: all of them)")
     parser.add_argument("--batches", type=cli.positive_int, default=60,
                         help="distinct batches the timings take in turn")
     parser.add_argument("--data-dir", type=cli.nonempty_path,
@@ -345,6 +363,7 @@ def main(argv=None):
 def bench(args):
     """Measure in child processes and print the report; returns 0."""
     from convae.runtime.defaults import default_flags, user_settings
+    check_threads(args)
     data_dir = check_data(args)
     if args.pytorch and not shutil.which(args.pytorch):
         raise BenchError("--pytorch {}: no such Python".format(args.pytorch))

@@ -98,7 +98,8 @@ def main(argv=None):
     parser.add_argument("--data-dir", required=True, help="directory with MNIST's IDX files")
     parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--batches", type=positive_int, default=60)
-    parser.add_argument("--threads", type=positive_int, default=os.cpu_count())
+    parser.add_argument("--threads", type=positive_int, default=len(os.sched_getaffinity(0)),
+                        help="default: the CPUs this process may run on")
     parser.add_argument("--rounds", type=positive_int, help="rounds of timing windows "
                         "(default: convae/timing.py's ROUNDS)")
     parser.add_argument("--turns", action="store_true",

@@ -81,6 +81,20 @@ def test_a_missing_pytorch_python_is_one_line_before_measuring(mnist_dir, tmp_pa
     assert err == "python -m convae.bench: error: --pytorch {}: no such Python".format(missing)
 
 
+def test_more_threads_than_cpus_to_run_them_are_refused(mnist_dir, capsys, monkeypatch):
+    """`--threads 64` on 2 CPUs (or 2 under `taskset -c 0`) would time the
+    threads' contention: refused in one line; by default it takes as many
+    threads as the CPUs this process may run on, not os.cpu_count()."""
+    fake_measuring(monkeypatch, 240.0)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # as under taskset -c 0
+    assert bench.main(["--data-dir", mnist_dir, "--no-cold", "--threads", "2"]) == 1
+    assert capsys.readouterr().err == (
+        "python -m convae.bench: error: --threads 2: this process may run on 1 CPU here; "
+        "more threads than that time their contention, not convae\n")
+    assert bench.main(["--data-dir", mnist_dir, "--no-cold", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["threads"] == 1
+
+
 class FakeClock:
     """time.perf_counter for convae.timing: each step moves it on by a set time."""
 

@@ -32,10 +32,20 @@ class PathError(ValueError):
 USER_ERRORS = (ValueError, data.DataError, ParameterFileError, OSError, MemoryError)
 
 
+def plain_number(text, convert):
+    """``convert(text)`` (int or float) for a number as one is typed in a
+    shell; ValueError for what Python reads beyond that, digit separators
+    (``1_0`` is 10) and other scripts' digits (``٣`` is 3), more likely a
+    slip than a number."""
+    if "_" in text or not text.isascii():
+        raise ValueError("not a plain number: {!r}".format(text))
+    return convert(text)
+
+
 def _number(text, convert, acceptable, wanted):
     """argparse type helper: convert(text) if it converts and is acceptable."""
     try:
-        value = convert(text)
+        value = plain_number(text, convert)
     except ValueError:
         value = None
     if value is None or not acceptable(value):
@@ -51,6 +61,11 @@ def positive_int(text):
 def positive_float(text):
     """argparse type: a finite number > 0."""
     return _number(text, float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+
+
+def fraction(text):
+    """argparse type: a number from 0 up to, not including, 1."""
+    return _number(text, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def seed(text):

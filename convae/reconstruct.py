@@ -34,7 +34,7 @@ def parse_indices(text):
     An empty entry ("1,,2") is refused: it is more likely a lost digit than a
     wish for two pairs."""
     try:
-        indices = [int(part) for part in text.split(",")]
+        indices = [cli.plain_number(part, int) for part in text.split(",")]
     except ValueError:
         indices = []
     if not indices:

@@ -351,15 +351,13 @@ def parse_args(argv=None):
     p.add_argument("--noise", choices=("none", "gaussian", "mask"),
                    help="corrupt the input (denoising autoencoder); the target "
                    "stays clean (default: none)")
-    p.add_argument("--noise-level", type=float,
+    p.add_argument("--noise-level", type=cli.fraction,
                    help="std of the Gaussian noise, or masking probability (default: 0.3)")
     p.add_argument("--out", type=cli.nonempty_path, default="runs/default",
                    help="directory for checkpoints and metrics")
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved in --out")
     args = p.parse_args(argv)
-    if args.noise_level is not None and not 0 <= args.noise_level < 1:
-        p.error("--noise-level must lie in [0, 1)")
     noiseless = args.noise == "none" or (args.noise is None and not args.resume)
     if args.noise_level is not None and noiseless:
         # Without noise the level is unused: a run the user meant to be a

@@ -421,7 +421,7 @@ def test_a_seed_without_n_is_a_usage_error(capsys):
             "error: --seed picks the --n random digits; give --n too\n")
 
 
-@pytest.mark.parametrize("indices", [",", "", "a,b", "1,,2", "1,2,"])
+@pytest.mark.parametrize("indices", [",", "", "a,b", "1,,2", "1,2,", "1_0", "\u0663"])
 def test_indices_not_a_plain_list_of_integers_are_a_usage_error(indices, capsys):
     with pytest.raises(SystemExit) as done:
         reconstruct.main(["--indices", indices])

@@ -241,12 +241,19 @@ def test_bad_data_is_a_one_line_error(mnist_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags", [["--epochs", "0"], ["--lr", "-1"],
-                                   ["--batch-size", "x"], ["--dataset", "cifar"]])
+                                   ["--batch-size", "x"], ["--dataset", "cifar"],
+                                   # Python reads these as 10, 300, 0.01: slips, not numbers
+                                   ["--epochs", "1_0"], ["--limit-train", "\u0663\u0660\u0660"],
+                                   ["--lr", "1_0e-3"],
+                                   ["--noise", "mask", "--noise-level", "1"],
+                                   ["--noise", "mask", "--noise-level", "nan"],
+                                   ["--noise", "mask", "--noise-level", "-0.1"]])
 def test_bad_flags_exit_with_usage_error(flags, capsys):
     with pytest.raises(SystemExit) as done:
         train.parse_args(flags)
     assert done.value.code == 2
-    assert "error:" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("convae-train: error: argument {}: ".format(flags[-2])), err
 
 
 @pytest.mark.parametrize("flags", [["--noise-level", "0.5"],

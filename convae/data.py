@@ -18,6 +18,7 @@ recompressed copy of the official data is accepted). A download is written to
 a temporary name and renamed only once verified.
 """
 import functools
+import glob
 import gzip
 import hashlib
 import os
@@ -29,7 +30,7 @@ import zlib
 import numpy as np
 from tqdm import tqdm
 
-from convae.files import make_directories, plain_file_mode, remove_empty
+from convae.files import lock, make_directories, plain_file_mode, remove_empty
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -207,6 +208,36 @@ def _write_all(out, chunk):
         raise _CannotWrite(e.strerror or e)
 
 
+def _partial_download(directory, name):
+    """A new temporary file for downloading ``name`` into ``directory``, and a
+    descriptor holding a lock on it, which says a download is at work there."""
+    fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".part", dir=directory)
+    try:
+        return fd, tmp, lock(tmp)
+    except OSError:
+        os.close(fd)
+        os.remove(tmp)
+        raise
+
+
+def remove_abandoned_downloads(directory, name):
+    """Delete the partial downloads of ``name`` in ``directory`` that no
+    process holds: those of a download killed where it stood (SIGKILL, the
+    machine's power). A running download holds the lock on its own file."""
+    pattern = glob.escape(os.path.join(directory, "." + name + ".")) + "*.part"
+    for path in glob.glob(pattern):
+        try:
+            held = lock(path)
+        except OSError:  # at work (BlockingIOError), or done since the glob
+            continue
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(held)
+
+
 def download(dataset, name, directory, mirrors=None, timeout=60):
     """Fetch ``name`` into ``directory``, trying each mirror until one verifies.
 
@@ -222,11 +253,11 @@ def download(dataset, name, directory, mirrors=None, timeout=60):
             directory, name, e.strerror or e))
     failures = []
     try:
+        remove_abandoned_downloads(directory, name)
         for mirror in mirrors or DATASETS[dataset]["mirrors"]:
             url = mirror + name
             try:
-                fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".part",
-                                           dir=directory)
+                fd, tmp, held = _partial_download(directory, name)
             except OSError as e:  # a directory the user may read but not write
                 raise DataError("{} has no {}, and it cannot be downloaded there ({})".format(
                     directory, name, e.strerror or e))
@@ -259,6 +290,7 @@ def download(dataset, name, directory, mirrors=None, timeout=60):
             finally:
                 if os.path.exists(tmp):
                     os.remove(tmp)
+                os.close(held)
     finally:
         remove_empty(made)  # no empty data directory left behind by a failed download
     raise DataError("{} has no {}, and it could not be downloaded (offline, point "

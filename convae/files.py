@@ -128,14 +128,15 @@ def write_atomically(path, write, mode="wb"):
     write_files_atomically([(path, write, mode)])
 
 
-def lock_directory(directory):
-    """An open descriptor holding an exclusive ``flock`` on ``directory``.
+def lock(path):
+    """An open descriptor holding an exclusive ``flock`` on the directory or
+    file ``path``.
 
     Close it to release the lock; a process that dies releases it too, so a
-    killed run leaves no stale lock behind (and no lock file: the directory
-    itself is locked). BlockingIOError if another process holds it.
+    killed run leaves no stale lock behind (and no lock file: the path itself
+    is locked). BlockingIOError if another process holds it.
     """
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

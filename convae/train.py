@@ -519,7 +519,7 @@ def main(argv=None):
             X_train, X_val, X_test = prepare_data(settings, args.data_dir)
             made = files.make_directories(args.out)  # removed again if left empty
             try:
-                lock = files.lock_directory(args.out)
+                lock = files.lock(args.out)
             except BlockingIOError:
                 raise TrainingError("--out {}: another convae-train is running there; let it "
                                     "finish, or choose another --out".format(args.out))

@@ -1,4 +1,5 @@
 """Reading, verifying and downloading the IDX files, on the real MNIST files."""
+import glob
 import gzip
 import hashlib
 import http.server
@@ -7,14 +8,16 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
 
-from convae import data
+from convae import data, files
 
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
+TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
 
 
 def sha256_file(path):
@@ -98,13 +101,15 @@ def test_checksum_mismatch_and_length_mismatch(tmp_path, mnist_dir):
     write_idx(tmp_path / "short.gz", 2049, (9999,), bytes(9999))
     paths[TEST_LABELS] = str(tmp_path / "short.gz")
     with pytest.raises(data.DataError, match="10000 images but .* 9999 labels"):
-        data._images_and_labels(paths, "t10k-images-idx3-ubyte.gz", TEST_LABELS)
+        data._images_and_labels(paths, TEST_IMAGES, TEST_LABELS)
 
 
 class Mirror(http.server.BaseHTTPRequestHandler):
-    """Serves files per path prefix: /good/, /corrupt/, /drop/, /403/, /404/."""
+    """Serves files per path prefix: /good/, /corrupt/, /drop/, /403/, /404/,
+    /stall/ (half the file, then nothing until ``stall`` is set)."""
 
     files = {}
+    stall = threading.Event()
 
     def do_GET(self):
         kind, name = self.path.strip("/").split("/", 1)
@@ -117,6 +122,11 @@ class Mirror(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if kind == "stall":
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.stall.wait(60)
+            return
         if kind == "drop":
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
@@ -337,3 +347,45 @@ def test_fashion_mnist_from_debian_package():
         "fashion", directory, fetch=False)
     assert X_train.shape == (50000, 1, 28, 28) and X_test.shape == (10000, 1, 28, 28)
     assert np.bincount(y_test).tolist() == [1000] * 10
+
+
+def test_a_download_killed_where_it_stood_is_cleared_by_the_next(mirror, tmp_path):
+    """SIGKILL (or a power cut) mid-download leaves its hidden .part file; the
+    next download of that file into the directory removes it, but not the
+    .part of a download still at work (it holds a lock on its file), nor
+    another file's."""
+    abandoned = tmp_path / ".{}.x1y2z3.part".format(TEST_LABELS)
+    abandoned.write_bytes(b"half a file")
+    at_work = tmp_path / ".{}.a1b2c3.part".format(TEST_LABELS)
+    at_work.write_bytes(b"a third of a file")
+    other = tmp_path / ".{}.d4e5f6.part".format(TEST_IMAGES)
+    other.write_bytes(b"another file's part")
+    held = files.lock(str(at_work))  # as the running download holds it
+    try:
+        data.download("mnist", TEST_LABELS, str(tmp_path), [mirror + "good/"])
+    finally:
+        os.close(held)
+    assert sorted(os.listdir(tmp_path)) == sorted([TEST_LABELS, at_work.name, other.name])
+
+
+def test_a_killed_download_s_part_file_is_the_one_the_next_clears(mirror, tmp_path):
+    """The same, for real: a download at work keeps its file; killed with
+    SIGKILL mid-file, it leaves it to the next."""
+    script = ("import sys; from convae import data\n"
+              "data.download('mnist', {!r}, {!r}, [sys.argv[1]])\n").format(TEST_IMAGES,
+                                                                          str(tmp_path))
+    Mirror.stall.clear()
+    child = subprocess.Popen([sys.executable, "-c", script, mirror + "stall/"])
+    try:
+        deadline = time.time() + 120
+        while not glob.glob(str(tmp_path / ".*.part")) and time.time() < deadline:
+            time.sleep(0.05)
+        data.remove_abandoned_downloads(str(tmp_path), TEST_IMAGES)
+        assert len(glob.glob(str(tmp_path / ".*.part"))) == 1  # at work: kept
+        child.kill()
+        child.wait(timeout=60)
+    finally:
+        Mirror.stall.set()
+    assert len(glob.glob(str(tmp_path / ".*.part"))) == 1
+    data.download("mnist", TEST_IMAGES, str(tmp_path), [mirror + "good/"])
+    assert os.listdir(tmp_path) == [TEST_IMAGES]

@@ -497,7 +497,7 @@ def test_a_second_run_in_the_same_out_is_refused_while_the_first_runs(mnist_dir,
     refused = ("convae-train: error: --out {}: another convae-train is running there; let "
                "it finish, or choose another --out".format(out))
     for resume in ([], ["--resume"]):
-        first = files.lock_directory(str(out))  # as a running first run holds it
+        first = files.lock(str(out))  # as a running first run holds it
         try:
             code, err = error_of(capsys, ["--data-dir", mnist_dir, "--out", str(out)]
                                  + SMALL + resume)

@@ -63,16 +63,17 @@ def test_theanorc_wins(tmp_path):
 
 
 def test_a_thread_count_theano_cannot_read_is_one_line_not_a_traceback():
-    # Theano raises a TypeError on import for anything but one integer.
-    for value in ("abc", "4,2"):
+    # Theano raises a TypeError on import for anything but one integer;
+    # OpenMP complains mid-run of one below 1.
+    for value in ("abc", "4,2", "0", "-1", "1_0"):
         done = subprocess.run(
             [sys.executable, "-m", "convae.train", "--help"], cwd=REPO,
             env=dict(os.environ, OMP_NUM_THREADS=value), capture_output=True, text=True,
             timeout=300)
         assert done.returncode == 1 and done.stdout == ""
-        assert done.stderr == ("convae: error: OMP_NUM_THREADS={!r}: Theano takes one whole "
-                               "number of threads there, such as 2 (or leave it "
-                               "unset)\n".format(value))
+        assert done.stderr == ("convae: error: OMP_NUM_THREADS={!r}: Theano and OpenMP take "
+                               "one whole number of threads there, 1 or more, such as 2 (or "
+                               "leave it unset)\n".format(value))
     done = subprocess.run([sys.executable, "-m", "convae.train", "--help"], cwd=REPO,
                           env=dict(os.environ, OMP_NUM_THREADS="2"), capture_output=True,
                           text=True, timeout=300)

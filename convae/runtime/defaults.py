@@ -49,15 +49,14 @@ def check_environment():
 
     Theano 1.0.5 takes ``OMP_NUM_THREADS`` as one integer and raises a
     TypeError (a traceback out of ``import convae``, even for ``--help``) on
-    anything else, such as ``abc`` or OpenMP's nested ``4,2``.
+    anything else, such as ``abc`` or OpenMP's nested ``4,2``; OpenMP takes
+    1 or more, and says "Invalid value" in the middle of a run for ``0``.
     """
     threads = os.environ.get("OMP_NUM_THREADS")
-    if threads:
-        try:
-            int(threads)
-        except ValueError:
-            raise SettingError("OMP_NUM_THREADS={!r}: Theano takes one whole number of "
-                               "threads there, such as 2 (or leave it unset)".format(threads))
+    if threads and not (re.fullmatch(r"\s*[0-9]+\s*", threads) and int(threads) >= 1):
+        raise SettingError("OMP_NUM_THREADS={!r}: Theano and OpenMP take one whole number "
+                           "of threads there, 1 or more, such as 2 (or leave it "
+                           "unset)".format(threads))
 
 
 def load_theano():

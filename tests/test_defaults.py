@@ -1,4 +1,5 @@
 """Theano defaults: float32 and a linked OpenBLAS, never over the user's own settings."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -96,6 +97,30 @@ def test_theano_settings_theano_refuses_are_one_line_not_a_traceback(tmp_path):
         assert done.stderr.startswith("convae: error: Theano's settings (THEANO_FLAGS, "
                                       ".theanorc): " + said), done.stderr
         assert done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("theano_flags, theanorc, said", [
+    ("device=cuda", "", "device=cuda"),
+    ("floatX=float32,contexts=dev0->cuda0", "", "contexts=dev0->cuda0"),
+    ("", "[global]\ndevice = cuda0\nfloatX = float32\n", "device=cuda0")])
+def test_a_gpu_without_theano_s_gpu_backend_is_one_warning(tmp_path, theano_flags, theanorc,
+                                                          said):
+    """The .theanorc of many a Lasagne user says device=cuda. Without pygpu
+    Theano logs 'ERROR (theano.gpuarray): pygpu was configured but could not
+    be imported' and a stray 'NoneType: None', then runs on the CPU: convae
+    says so in one warning instead, and the command works."""
+    assert importlib.util.find_spec("pygpu") is None  # as requirements.txt installs
+    (tmp_path / "theanorc").write_text(theanorc)
+    done = subprocess.run([sys.executable, "-m", "convae.train", "--help"], cwd=REPO,
+                          env=dict(os.environ, THEANO_FLAGS=theano_flags,
+                                   THEANORC=str(tmp_path / "theanorc")),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "--resume" in done.stdout
+    warned = [line for line in done.stderr.splitlines() if "Warning" in line]
+    assert len(warned) == 1 and warned[0].endswith(
+        "RuntimeWarning: Theano's settings (THEANO_FLAGS, .theanorc): {}: Theano's GPU "
+        "backend needs pygpu, which is not installed; convae runs on the CPU".format(said))
+    assert "ERROR" not in done.stderr and "NoneType" not in done.stderr, done.stderr
 
 
 def test_openmp_only_where_a_blas_is_linked(monkeypatch):

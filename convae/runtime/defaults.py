@@ -20,7 +20,10 @@ imported before convae, its configuration is left exactly as it is. The one
 other setting that must precede loading, OpenBLAS's core, is made here too.
 """
 import configparser
+import contextlib
 import importlib
+import importlib.util
+import logging
 import os
 import re
 import subprocess
@@ -38,6 +41,8 @@ MISSING_BLAS_HINT = (
 
 # How a SettingError about Theano's own settings begins.
 SETTINGS = "Theano's settings (THEANO_FLAGS, .theanorc): "
+# Theano's settings that ask for its GPU backend (and with it for pygpu).
+GPU_SETTINGS = ("device", "init_gpu_device", "contexts")
 
 
 class SettingError(ValueError):
@@ -71,13 +76,44 @@ def load_theano():
     if "theano" in sys.modules:
         return
     check_environment()
+    gpu = gpu_without_backend(user_settings())
     try:
-        theano = importlib.import_module("theano")
+        with silenced("theano.gpuarray") if gpu else contextlib.nullcontext():
+            theano = importlib.import_module("theano")
     except ValueError as e:
         said = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
         raise SettingError(SETTINGS + (said.splitlines()[0] if said else type(e).__name__))
+    if gpu:
+        warnings.warn(SETTINGS + "{}: Theano's GPU backend needs pygpu, which is not "
+                      "installed; convae runs on the CPU".format(gpu),
+                      RuntimeWarning, stacklevel=3)
     check_modes(theano.config)
     check_blas(theano.config)
+
+
+def gpu_without_backend(user):
+    """The ``user``'s setting that asks for a GPU ('device=cuda', as in many a
+    Lasagne user's .theanorc) where pygpu, Theano's GPU backend, is not
+    installed; None otherwise. Theano then runs on the CPU anyway, after a
+    logged 'ERROR (theano.gpuarray)' and a stray 'NoneType: None'."""
+    if importlib.util.find_spec("pygpu") is not None:
+        return None
+    for key in GPU_SETTINGS:
+        value = user.get(key, "").strip()
+        if value.startswith(("cuda", "opencl")) or (key == "contexts" and value):
+            return "{}={}".format(key, value)
+    return None
+
+
+@contextlib.contextmanager
+def silenced(name):
+    """Within the block, the logger ``name`` says nothing."""
+    logger = logging.getLogger(name)
+    before, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = before
 
 
 def check_modes(config):

@@ -127,7 +127,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="convae-export", description=__doc__.split("\n")[0])
     cli.weights_argument(parser)
     parser.add_argument("--out", type=cli.nonempty_path, default="model.onnx",
-                        help="the ONNX file to write")
+                        help="the ONNX file to write, its name ending in .onnx or in no "
+                        "extension (default: %(default)s)")
     return cli.run_command("convae-export", lambda: export(parser.parse_args(argv)))
 
 

@@ -354,7 +354,7 @@ def parse_args(argv=None):
     p.add_argument("--noise-level", type=cli.fraction,
                    help="std of the Gaussian noise, or masking probability (default: 0.3)")
     p.add_argument("--out", type=cli.nonempty_path, default="runs/default",
-                   help="directory for checkpoints and metrics")
+                   help="directory for checkpoints and metrics (default: %(default)s)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved in --out")
     args = p.parse_args(argv)

@@ -193,6 +193,18 @@ def _locate(directory, name):
     return None
 
 
+def _absence(directory, name):
+    """How ``directory`` lacks ``name``, for a message: 'has no NAME', or for a
+    link leading nowhere (the files it linked to moved away; setup links
+    ../shared/data/mnist into the cache) 'has NAME only as a link to TARGET,
+    which does not exist'."""
+    path = os.path.join(directory, name)
+    if os.path.islink(path) and not os.path.exists(path):
+        return "has {} only as a link to {}, which does not exist".format(name,
+                                                                         os.readlink(path))
+    return "has no " + name
+
+
 class _CannotWrite(Exception):
     """Writing a download failed (a full disk, say): no other mirror would help."""
 
@@ -259,8 +271,8 @@ def download(dataset, name, directory, mirrors=None, timeout=60):
             try:
                 fd, tmp, held = _partial_download(directory, name)
             except OSError as e:  # a directory the user may read but not write
-                raise DataError("{} has no {}, and it cannot be downloaded there ({})".format(
-                    directory, name, e.strerror or e))
+                raise DataError("{} {}, and it cannot be downloaded there ({})".format(
+                    directory, _absence(directory, name), e.strerror or e))
             try:
                 os.chmod(tmp, plain_file_mode())  # as any file the user downloads, not 0600
                 # Unbuffered: closing it writes nothing, so cannot fail as the disk fills.
@@ -293,9 +305,9 @@ def download(dataset, name, directory, mirrors=None, timeout=60):
                 os.close(held)
     finally:
         remove_empty(made)  # no empty data directory left behind by a failed download
-    raise DataError("{} has no {}, and it could not be downloaded (offline, point "
+    raise DataError("{} {}, and it could not be downloaded (offline, point "
                     "--data-dir or CONVAE_DATA_DIR at the files): {}".format(
-                        directory, name, "; ".join(failures)))
+                        directory, _absence(directory, name), "; ".join(failures)))
 
 
 def dataset_files(dataset="mnist", data_dir=None, fetch=True, names=FILES):
@@ -327,7 +339,7 @@ def dataset_files(dataset="mnist", data_dir=None, fetch=True, names=FILES):
                                 os.path.join(root, dataset)))
         if path is None:
             if not fetch:
-                raise DataError("{}: missing from {}".format(name, directory))
+                raise DataError("{} {}".format(directory, _absence(directory, name)))
             path = download(dataset, name, directory)
         elif not sha256_ok(path, dataset, name):
             # The other dataset's file of the same name (a directory mixed up)?

@@ -81,6 +81,23 @@ def test_a_thread_count_theano_cannot_read_is_one_line_not_a_traceback():
     assert done.returncode == 0 and "--resume" in done.stdout
 
 
+@pytest.mark.parametrize("command", [["scripts/train.py"], ["scripts/reconstruct.py"],
+                                     ["scripts/make_figures.py"], ["scripts/export.py"],
+                                     ["-m", "convae.train"]])
+def test_a_python_without_the_requirements_is_told_which_to_use(command):
+    """`python3 scripts/train.py`, as a Lasagne user ran `python mnist.py`, with
+    a Python that setup did not install into (here: -S, without its
+    site-packages): one line naming that Python and the one to use, not a
+    ModuleNotFoundError traceback."""
+    done = subprocess.run([sys.executable, "-S"] + command + ["--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        "convae: error: theano is not installed for this Python ({}): `bash scripts/setup.sh` "
+        "installs convae's requirements into .venv; run .venv/bin/python, or "
+        ".venv/bin/convae-train and the other commands\n".format(sys.executable))
+
+
 def test_theano_settings_theano_refuses_are_one_line_not_a_traceback(tmp_path):
     env = dict(os.environ, THEANORC=str(tmp_path / "no-theanorc"))
     for flags, said in [("floatX=float8", 'Invalid value ("float8") for configuration '

@@ -26,6 +26,7 @@ commands and for ``enable()`` alike.
 """
 import importlib
 import os
+import sys
 import warnings
 
 from convae.runtime import defaults, scipy_signal
@@ -34,11 +35,21 @@ _enabled = False
 
 
 def prepare():
-    """Set Theano's defaults and make ``import lasagne`` work (see the module docstring)."""
+    """Set Theano's defaults and make ``import lasagne`` work (see the module
+    docstring). SettingError where this Python lacks convae's requirements
+    (``python3 scripts/train.py`` with the system's Python, not .venv's)."""
     defaults.configure()
-    defaults.load_theano()
-    scipy_signal.fix()
-    importlib.import_module("convae.runtime.lasagne_backport")  # its import is its effect
+    try:
+        defaults.load_theano()
+        scipy_signal.fix()
+        importlib.import_module("convae.runtime.lasagne_backport")  # its import is its effect
+    except ModuleNotFoundError as e:
+        if not e.name or e.name.split(".")[0] == "convae":
+            raise
+        raise defaults.SettingError(
+            "{} is not installed for this Python ({}): `bash scripts/setup.sh` installs "
+            "convae's requirements into .venv; run .venv/bin/python, or .venv/bin/convae-train "
+            "and the other commands".format(e.name, sys.executable)) from None
 
 
 def enable():

@@ -322,6 +322,9 @@ def dataset_files(dataset="mnist", data_dir=None, fetch=True, names=FILES):
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise DataError("{}: not a directory (the data directory must be one)".format(
             directory))
+    if os.path.islink(directory) and not os.path.exists(directory):
+        raise DataError("{}: a link to {}, which does not exist (the data directory must "
+                        "be one)".format(directory, os.readlink(directory)))
     paths, root = {}, _data_root()
     for name in names:
         path = _locate(directory, name)

@@ -293,6 +293,12 @@ def test_a_data_directory_that_is_not_one_is_named(tmp_path):
     with pytest.raises(data.DataError, match=r"cannot make the data directory .*file/mnist "
                        r"for train-images-idx3-ubyte.gz \(Not a directory\)"):
         data.dataset_files("mnist", str(tmp_path / "file" / "mnist"))
+    # A link leading nowhere, as `ls` shows it, was 'cannot make ... (File exists)'.
+    os.symlink(str(tmp_path / "moved"), tmp_path / "link")
+    with pytest.raises(data.DataError) as error:
+        data.dataset_files("mnist", str(tmp_path / "link"))
+    assert str(error.value) == ("{}: a link to {}, which does not exist (the data directory "
+                                "must be one)".format(tmp_path / "link", tmp_path / "moved"))
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):

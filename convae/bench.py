@@ -415,8 +415,8 @@ def bench(args):
                                                             report["blas_core"]))
     if not args.json:
         for key, value in report.items():
-            print("# {:24s} {}".format(key, value))
-    print(json.dumps(report))
+            cli.say("# {:24s} {}".format(key, value))
+    cli.say(json.dumps(report))
     return 0
 
 

@@ -96,11 +96,11 @@ def gpu_without_backend(user):
     Lasagne user's .theanorc) where pygpu, Theano's GPU backend, is not
     installed; None otherwise. Theano then runs on the CPU anyway, after a
     logged 'ERROR (theano.gpuarray)' and a stray 'NoneType: None'."""
-    if importlib.util.find_spec("pygpu") is not None:
-        return None
     for key in GPU_SETTINGS:
         value = user.get(key, "").strip()
         if value.startswith(("cuda", "opencl")) or (key == "contexts" and value):
+            if importlib.util.find_spec("pygpu") is not None:
+                return None  # the backend is there: the GPU is Theano's to use
             return "{}={}".format(key, value)
     return None
 

@@ -38,9 +38,10 @@ def prepare():
     """Set Theano's defaults and make ``import lasagne`` work (see the module
     docstring). SettingError where this Python lacks convae's requirements
     (``python3 scripts/train.py`` with the system's Python, not .venv's)."""
-    defaults.configure()
+    user = defaults.user_settings()
+    defaults.configure(user)
     try:
-        defaults.load_theano()
+        defaults.load_theano(user)
         scipy_signal.fix()
         importlib.import_module("convae.runtime.lasagne_backport")  # its import is its effect
     except ModuleNotFoundError as e:

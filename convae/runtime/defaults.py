@@ -64,8 +64,9 @@ def check_environment():
                            "unset)".format(threads))
 
 
-def load_theano():
-    """Import Theano with the settings as they are.
+def load_theano(user):
+    """Import Theano with the settings as they are (``user``: those the user
+    set, as ``user_settings`` reads them).
 
     SettingError, in one line, where Theano refuses them at import (a
     ValueError such as 'Invalid value ("float8") for configuration variable
@@ -76,7 +77,7 @@ def load_theano():
     if "theano" in sys.modules:
         return
     check_environment()
-    gpu = gpu_without_backend(user_settings())
+    gpu = gpu_without_backend(user)
     try:
         with silenced("theano.gpuarray") if gpu else contextlib.nullcontext():
             theano = importlib.import_module("theano")
@@ -260,8 +261,9 @@ def missed_defaults(config, user):
     return missed
 
 
-def configure():
-    """Add convae's defaults to THEANO_FLAGS for any flag the user left unset.
+def configure(user):
+    """Add convae's defaults to THEANO_FLAGS for any flag the ``user`` left
+    unset (``user``: the flags the user set, as ``user_settings`` reads them).
 
     Once Theano has been imported its configuration is fixed, and belongs to
     whoever imported it: then it only warns of the defaults missed. First, OpenBLAS is
@@ -269,7 +271,6 @@ def configure():
     ``convae.runtime.openblas.choose_core``), if it is not loaded yet.
     """
     choose_core()
-    user = user_settings()
     if "theano" in sys.modules:
         missed = missed_defaults(sys.modules["theano"].config, user)
         if missed:

@@ -22,7 +22,6 @@ import glob
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -30,10 +29,13 @@ import zlib
 import numpy as np
 from tqdm import tqdm
 
-from convae.files import lock, make_directories, plain_file_mode, remove_empty
+from convae.files import (make_directories, plain_file_mode, remove_abandoned, remove_empty,
+                          temporary_file)
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+# A download in progress: ".<file>.<random>.part", beside where the file goes.
+PART = ".part"
 
 # name -> (SHA-256 of the official .gz file or None, SHA-256 of its content)
 DATASETS = {
@@ -220,36 +222,6 @@ def _write_all(out, chunk):
         raise _CannotWrite(e.strerror or e)
 
 
-def _partial_download(directory, name):
-    """A new temporary file for downloading ``name`` into ``directory``, and a
-    descriptor holding a lock on it, which says a download is at work there."""
-    fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".part", dir=directory)
-    try:
-        return fd, tmp, lock(tmp)
-    except OSError:
-        os.close(fd)
-        os.remove(tmp)
-        raise
-
-
-def remove_abandoned_downloads(directory, name):
-    """Delete the partial downloads of ``name`` in ``directory`` that no
-    process holds: those of a download killed where it stood (SIGKILL, the
-    machine's power). A running download holds the lock on its own file."""
-    pattern = glob.escape(os.path.join(directory, "." + name + ".")) + "*.part"
-    for path in glob.glob(pattern):
-        try:
-            held = lock(path)
-        except OSError:  # at work (BlockingIOError), or done since the glob
-            continue
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
-        finally:
-            os.close(held)
-
-
 def download(dataset, name, directory, mirrors=None, timeout=60):
     """Fetch ``name`` into ``directory``, trying each mirror until one verifies.
 
@@ -265,11 +237,12 @@ def download(dataset, name, directory, mirrors=None, timeout=60):
             directory, name, e.strerror or e))
     failures = []
     try:
-        remove_abandoned_downloads(directory, name)
+        # The part a download killed mid-file left (one at work holds its lock).
+        remove_abandoned(glob.escape(os.path.join(directory, "." + name + ".")) + "*" + PART)
         for mirror in mirrors or DATASETS[dataset]["mirrors"]:
             url = mirror + name
             try:
-                fd, tmp, held = _partial_download(directory, name)
+                fd, tmp, held = temporary_file(directory, "." + name + ".", PART)
             except OSError as e:  # a directory the user may read but not write
                 raise DataError("{} {}, and it cannot be downloaded there ({})".format(
                     directory, _absence(directory, name), e.strerror or e))

@@ -4,15 +4,19 @@ A parameter file is what Lasagne's examples save: ``np.savez(path, *values)``
 with ``values = lasagne.layers.get_all_param_values(network)``, read back with
 ``np.load`` into ``arr_0 .. arr_n``.
 
-Every file is written to a temporary name beside it (``.tmp-*``) and renamed
+Every file is written to a temporary name beside it (``.convae-tmp-*``) and renamed
 into place, so a reader sees the old content or the new, never half of it;
-files that belong together are all written before any is renamed.
+files that belong together are all written before any is renamed. A writer
+holds a lock on its temporary file; one that no process holds, and none has
+written to for a minute, was left by a writer killed mid-write (SIGKILL, a
+power cut), and the next write in its directory removes it.
 """
 import fcntl
 import glob
 import io
 import os
 import tempfile
+import time
 
 import numpy as np
 
@@ -32,7 +36,12 @@ CHECKPOINT_FILE = "checkpoint.npz"
 METRICS_FILE = "metrics.jsonl"
 TEST_FILE = "test.json"
 
-TEMPORARY_PREFIX = ".tmp-"
+# Only convae names files so: what it removes as abandoned is its own.
+TEMPORARY_PREFIX = ".convae-tmp-"
+# A temporary file that no process holds, and none has written to for this
+# long, was left by a writer killed mid-write. (A writer takes its lock a few
+# microseconds after making the file: a fresh file may not be held yet.)
+ABANDONED_AFTER_S = 60
 # How every .npz (a zip file) begins.
 ZIP_MAGIC = b"PK\x03\x04"
 
@@ -65,15 +74,17 @@ def write_files_atomically(writers):
     plain permissions (0666 less the umask), not mkstemp's 0600.
     """
     mode_bits = plain_file_mode()
-    pending, made = [], []
+    pending, made, held = [], [], []
     done = False
     try:
         for path, write, mode in writers:
             target = os.path.realpath(path)  # a link is written through, as the shell's > does
             directory = os.path.dirname(target)
             made += make_directories(directory)
-            fd, tmp = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=directory)
+            remove_temporaries(directory)
+            fd, tmp, lock_fd = temporary_file(directory, TEMPORARY_PREFIX)
             pending.append((tmp, target))
+            held.append(lock_fd)
             try:
                 os.chmod(tmp, mode_bits)
                 with os.fdopen(fd, mode) as f:
@@ -90,6 +101,8 @@ def write_files_atomically(writers):
         for tmp, _ in pending:
             if os.path.exists(tmp):
                 os.remove(tmp)
+        for lock_fd in held:
+            os.close(lock_fd)
         if not done:
             remove_empty(made)
 
@@ -145,11 +158,42 @@ def lock(path):
     return fd
 
 
-def remove_temporaries(directory):
-    """Delete the temporary files an interrupted write left in ``directory``
-    (hold its lock: a running writer's files look the same)."""
-    for path in glob.glob(os.path.join(glob.escape(directory), TEMPORARY_PREFIX + "*")):
+def temporary_file(directory, prefix, suffix=""):
+    """A new file in ``directory`` for a write that renames it into place:
+    (fd, path, held), ``held`` a descriptor holding the lock that says a
+    writer is at work on it. Close both when done."""
+    fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+    try:
+        return fd, path, lock(path)
+    except OSError:
+        os.close(fd)
         os.remove(path)
+        raise
+
+
+def remove_abandoned(pattern, idle_s=ABANDONED_AFTER_S):
+    """Delete the files matching the glob ``pattern`` that writers killed
+    mid-write left: those that no process holds (see ``temporary_file``) and
+    none has written to for ``idle_s`` seconds."""
+    now = time.time()
+    for path in glob.glob(pattern):
+        try:
+            if now - os.stat(path).st_mtime < idle_s:
+                continue
+            held = lock(path)
+        except OSError:  # a writer at work (BlockingIOError), or done since the glob
+            continue
+        try:
+            os.remove(path)
+        except OSError:  # gone since, or not this user's to remove (a sticky /tmp)
+            pass
+        finally:
+            os.close(held)
+
+
+def remove_temporaries(directory, idle_s=ABANDONED_AFTER_S):
+    """``remove_abandoned`` for the temporary files of atomic writes in ``directory``."""
+    remove_abandoned(glob.escape(os.path.join(directory, TEMPORARY_PREFIX)) + "*", idle_s)
 
 
 def npz_bytes(arrays):

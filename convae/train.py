@@ -523,7 +523,7 @@ def main(argv=None):
             except BlockingIOError:
                 raise TrainingError("--out {}: another convae-train is running there; let it "
                                     "finish, or choose another --out".format(args.out))
-            files.remove_temporaries(args.out)
+            files.remove_temporaries(args.out, idle_s=0)  # no other run writes here now
             run = open_run(settings, args.out, saved, epochs, notes)
             stage = "while training"
             stopped_by = train_until_stopped(run, X_train, X_val, epochs)

@@ -355,27 +355,39 @@ def test_fashion_mnist_from_debian_package():
     assert np.bincount(y_test).tolist() == [1000] * 10
 
 
+def aged(path, seconds=2 * files.ABANDONED_AFTER_S):
+    """Make ``path`` look untouched for ``seconds``."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
 def test_a_download_killed_where_it_stood_is_cleared_by_the_next(mirror, tmp_path):
     """SIGKILL (or a power cut) mid-download leaves its hidden .part file; the
-    next download of that file into the directory removes it, but not the
-    .part of a download still at work (it holds a lock on its file), nor
-    another file's."""
-    abandoned = tmp_path / ".{}.x1y2z3.part".format(TEST_LABELS)
-    abandoned.write_bytes(b"half a file")
-    at_work = tmp_path / ".{}.a1b2c3.part".format(TEST_LABELS)
-    at_work.write_bytes(b"a third of a file")
-    other = tmp_path / ".{}.d4e5f6.part".format(TEST_IMAGES)
-    other.write_bytes(b"another file's part")
+    next download of that file into the directory removes it. It keeps the
+    .part of a download still at work (it holds a lock on its file; a fresh
+    one, not held yet for a few microseconds, is kept too) and another file's."""
+    def part(name, tag, content):
+        path = tmp_path / ".{}.{}.part".format(name, tag)
+        path.write_bytes(content)
+        return path
+    abandoned = part(TEST_LABELS, "x1y2z3", b"half a file")
+    at_work = part(TEST_LABELS, "a1b2c3", b"a third of a file")
+    other = part(TEST_IMAGES, "d4e5f6", b"another file's part")
+    for path in (abandoned, at_work, other):
+        aged(path)
+    fresh = part(TEST_LABELS, "g7h8i9", b"just made")
     held = files.lock(str(at_work))  # as the running download holds it
     try:
         data.download("mnist", TEST_LABELS, str(tmp_path), [mirror + "good/"])
     finally:
         os.close(held)
-    assert sorted(os.listdir(tmp_path)) == sorted([TEST_LABELS, at_work.name, other.name])
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [TEST_LABELS, at_work.name, other.name, fresh.name])
 
 
 def test_a_killed_download_s_part_file_is_the_one_the_next_clears(mirror, tmp_path):
-    """The same, for real: a download at work keeps its file; killed with
+    """The same, for real: a download at work keeps its file, even untouched
+    for long, while another downloads the same file there; killed with
     SIGKILL mid-file, it leaves it to the next."""
     script = ("import sys; from convae import data\n"
               "data.download('mnist', {!r}, {!r}, [sys.argv[1]])\n").format(TEST_IMAGES,
@@ -386,13 +398,15 @@ def test_a_killed_download_s_part_file_is_the_one_the_next_clears(mirror, tmp_pa
         deadline = time.time() + 120
         while not glob.glob(str(tmp_path / ".*.part")) and time.time() < deadline:
             time.sleep(0.05)
-        data.remove_abandoned_downloads(str(tmp_path), TEST_IMAGES)
-        assert len(glob.glob(str(tmp_path / ".*.part"))) == 1  # at work: kept
+        [part] = glob.glob(str(tmp_path / ".*.part"))
+        aged(part)
+        data.download("mnist", TEST_IMAGES, str(tmp_path), [mirror + "good/"])
+        assert os.path.exists(part)  # held: at work
         child.kill()
         child.wait(timeout=60)
     finally:
         Mirror.stall.set()
-    assert len(glob.glob(str(tmp_path / ".*.part"))) == 1
+    aged(part)
     data.download("mnist", TEST_IMAGES, str(tmp_path), [mirror + "good/"])
     assert os.listdir(tmp_path) == [TEST_IMAGES]
 

@@ -272,7 +272,7 @@ LONG = "a" * 300  # a name longer than the 255 bytes ext4 and tmpfs take
 def test_a_name_too_long_is_refused_before_any_work(command, argv, message, tmp_path, capsys,
                                                     monkeypatch):
     # Before, each did its work and then failed naming a temporary file
-    # ("File name too long: ./.tmp-p5nawf68"), or naming no flag.
+    # ("File name too long: ./.convae-tmp-p5nawf68"), or naming no flag.
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli, "weights_path", lambda path: pytest.fail("did work first"))
     assert command.main(argv + ["--data-dir", "unused"] * (command is train)) == 1
@@ -302,7 +302,7 @@ def test_a_link_leading_nowhere_is_refused_before_any_work(command, argv, shown,
 
 
 def test_a_failed_rename_is_reported_with_the_file_it_was_to_make():
-    error = OSError(36, "File name too long", "out/.tmp-p5nawf68", None, "out/model.onnx")
+    error = OSError(36, "File name too long", "out/.convae-tmp-p5nawf68", None, "out/model.onnx")
     assert cli.describe(error) == "File name too long: out/model.onnx"
     assert cli.describe(FileNotFoundError(2, "No such file", "x.npz")) == "No such file: x.npz"
 

@@ -1,12 +1,17 @@
 """Atomic writes: a failed write leaves the old file (and no directory it made), a good
 one has normal permissions; parameter files hold finite floating-point values."""
 import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 
 import lasagne
 import numpy as np
 import pytest
 
+from convae import files
 from convae.files import (SHIPPED_WEIGHTS, ParameterFileError, load_params, make_directories,
                           remove_empty, write_atomically)
 from convae.model import build_convolutional_autoencoder
@@ -108,3 +113,66 @@ def test_a_link_is_written_through_and_kept(tmp_path):
     assert (tmp_path / "real" / "new.png").read_bytes() == b"next"
     assert sorted(os.listdir(tmp_path)) == ["latest.png", "next.png", "real"]
     assert sorted(os.listdir(tmp_path / "real")) == ["new.png", "old.png"]
+
+
+def aged(path, seconds=2 * files.ABANDONED_AFTER_S):
+    """Make ``path`` look untouched for ``seconds``."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_a_write_clears_what_a_writer_killed_beside_it_left(tmp_path):
+    """A temporary file that no process holds and none has touched for a
+    minute was left by a writer killed mid-write: the next write in that
+    directory removes it. It keeps one a writer holds, a fresh one (its writer
+    takes the lock a few microseconds after making it) and files not convae's."""
+    def made(name):
+        (tmp_path / name).write_bytes(b"half a file")
+        return tmp_path / name
+    abandoned, at_work = made(".convae-tmp-k1ll3d"), made(".convae-tmp-busy01")
+    not_ours = made(".tmp-someone-else")
+    for path in (abandoned, at_work, not_ours):
+        aged(path)
+    fresh = made(".convae-tmp-new123")
+    held = files.lock(str(at_work))
+    try:
+        write_atomically(str(tmp_path / "figure.png"), lambda f: f.write(b"png"))
+    finally:
+        os.close(held)
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["figure.png", at_work.name, not_ours.name, fresh.name])
+
+
+WRITER_KILLED_MID_WRITE = """
+import sys, time
+from convae import files
+
+def write(f):
+    f.write(b"half a figure")
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(60)  # killed here
+
+files.write_atomically(sys.argv[1], write)
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_what_the_next_write_clears(tmp_path):
+    """For real: SIGKILL in the middle of an atomic write leaves its temporary
+    file, held by no one once the process is gone; the next write there
+    (here, a minute later, as aged() makes it look) removes it."""
+    child = subprocess.Popen([sys.executable, "-c", WRITER_KILLED_MID_WRITE,
+                              str(tmp_path / "a.png")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "writing\n"
+        [left] = os.listdir(tmp_path)
+        assert left.startswith(files.TEMPORARY_PREFIX)
+        aged(tmp_path / left)
+        write_atomically(str(tmp_path / "b.png"), lambda f: f.write(b"png"))
+        assert sorted(os.listdir(tmp_path)) == sorted([left, "b.png"])  # held: at work
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+        child.stdout.close()
+    write_atomically(str(tmp_path / "b.png"), lambda f: f.write(b"png again"))
+    assert os.listdir(tmp_path) == ["b.png"]

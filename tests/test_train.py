@@ -493,7 +493,7 @@ def test_a_second_run_in_the_same_out_is_refused_while_the_first_runs(mnist_dir,
     from convae import files
     out = tmp_path / "run"
     out.mkdir()
-    (out / ".tmp-writing").write_bytes(b"the first run's checkpoint, half written")
+    (out / ".convae-tmp-writing").write_bytes(b"the first run's checkpoint, half written")
     refused = ("convae-train: error: --out {}: another convae-train is running there; let "
                "it finish, or choose another --out".format(out))
     for resume in ([], ["--resume"]):
@@ -502,13 +502,13 @@ def test_a_second_run_in_the_same_out_is_refused_while_the_first_runs(mnist_dir,
             code, err = error_of(capsys, ["--data-dir", mnist_dir, "--out", str(out)]
                                  + SMALL + resume)
             assert (code, err) == (1, refused)
-            assert (out / ".tmp-writing").exists()  # the first run's files left alone
+            assert (out / ".convae-tmp-writing").exists()  # the first run's files left alone
         finally:
             os.close(first)
         # Released (as when the first run ends, or is killed): the next run goes.
         assert run_small(mnist_dir, out, "--epochs", str(1 + len(resume)), *resume) == 0
-        assert not (out / ".tmp-writing").exists()
-        (out / ".tmp-writing").write_bytes(b"half written")
+        assert not (out / ".convae-tmp-writing").exists()
+        (out / ".convae-tmp-writing").write_bytes(b"half written")
 
 
 @pytest.mark.parametrize("flag, value, message", [
@@ -554,7 +554,7 @@ def test_ctrl_c_in_the_final_test_evaluation_says_so(mnist_dir, tmp_path, capsys
 def test_leftover_temporary_files_are_removed(mnist_dir, tmp_path):
     out = tmp_path / "run"
     assert run_small(mnist_dir, out, "--epochs", "1") == 0
-    (out / ".tmp-k1ll3d").write_bytes(b"half a checkpoint")  # SIGKILL during a save
+    (out / ".convae-tmp-k1ll3d").write_bytes(b"half a checkpoint")  # SIGKILL during a save
     assert train.main(["--data-dir", mnist_dir, "--out", str(out), "--resume"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "checkpoint.npz", "metrics.jsonl", "model.npz", "test.json"]

@@ -17,6 +17,7 @@ terminal) saves where it is and exits, and
 """
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -38,6 +39,7 @@ from convae.model import build_convolutional_autoencoder
 from convae.runtime import function_cache
 
 OPTIMIZERS = ("adam", "nesterov")
+NOISES = ("none", "gaussian", "mask")
 DEFAULT_LR = {"adam": 1e-3, "nesterov": 0.01}
 DEFAULT_EPOCHS = 20
 
@@ -61,6 +63,20 @@ class Settings:
     limit_val: Optional[int] = None
     noise: str = "none"
     noise_level: float = 0.3
+
+    def __post_init__(self):
+        """ValueError, naming the setting, for one the run cannot have: an
+        unknown optimizer or noise (``optimizer="Adam"``) would otherwise
+        train as Nesterov momentum or masking, a negative lr uphill."""
+        for name, allowed in (("dataset", sorted(data.DATASETS)), ("optimizer", OPTIMIZERS),
+                              ("noise", NOISES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError("{}={!r}, not one of {}".format(
+                    name, getattr(self, name), ", ".join(allowed)))
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError("lr={!r}, not a positive number".format(self.lr))
+        if not 0 <= self.noise_level < 1:
+            raise ValueError("noise_level={!r}, not in [0, 1)".format(self.noise_level))
 
 
 # The settings that shape the compiled functions (the function cache's key;
@@ -348,7 +364,7 @@ def parse_args(argv=None):
                    help="use only the first N training images")
     p.add_argument("--limit-val", type=cli.positive_int, metavar="N",
                    help="use only the first N validation images")
-    p.add_argument("--noise", choices=("none", "gaussian", "mask"),
+    p.add_argument("--noise", choices=NOISES,
                    help="corrupt the input (denoising autoencoder); the target "
                    "stays clean (default: none)")
     p.add_argument("--noise-level", type=cli.fraction,
@@ -422,7 +438,13 @@ def resumed_epochs(saved, args):
 
 def load_checkpoint(path):
     """The Checkpoint at ``path``, its settings those of a Settings (CheckpointError if not)."""
-    return checkpoint.load(path, [field.name for field in fields(Settings)])
+    saved = checkpoint.load(path, [field.name for field in fields(Settings)])
+    try:
+        Settings(**saved.settings)
+    except ValueError as e:
+        raise checkpoint.CheckpointError("{}: its settings cannot be a run's ({})".format(
+            path, e))
+    return saved
 
 
 def stop(number, stops):

@@ -397,7 +397,8 @@ def test_resumed_lr_is_the_one_the_step_uses(small_data, tmp_path):
     assert not np.array_equal(runs[1e-3][0], runs[5e-4][0])
 
 
-@pytest.mark.parametrize("damage", ["truncated", "flipped", "npy", "settings key"])
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "npy", "settings key",
+                                    "settings value"])
 def test_a_damaged_checkpoint_is_one_line_naming_it(mnist_dir, tmp_path, capsys, damage):
     out = tmp_path / "run"
     assert run_small(mnist_dir, out, "--epochs", "1") == 0
@@ -415,6 +416,8 @@ def test_a_damaged_checkpoint_is_one_line_naming_it(mnist_dir, tmp_path, capsys,
         with np.load(path) as f:
             arrays = dict(f)
         kept = {k: v for k, v in train.asdict(settings()).items() if k != "limit_train"}
+        if damage == "settings value":  # resumed, it trained on with Nesterov momentum
+            kept = dict(train.asdict(settings()), optimizer="sgd")
         arrays["settings"] = np.array(json.dumps(kept))
         np.savez(open(path, "wb"), **arrays)
     capsys.readouterr()
@@ -422,6 +425,24 @@ def test_a_damaged_checkpoint_is_one_line_naming_it(mnist_dir, tmp_path, capsys,
     assert code == 1 and str(path) in err and "\n" not in err, err
     if damage == "settings key":
         assert "lack 'limit_train'" in err
+    if damage == "settings value":
+        assert err == ("convae-train: error: {}: its settings cannot be a run's "
+                       "(optimizer='sgd', not one of adam, nesterov)".format(path))
+
+
+@pytest.mark.parametrize("setting, value, said", [
+    ("optimizer", "Adam", "optimizer='Adam', not one of adam, nesterov"),
+    ("noise", "Gaussian", "noise='Gaussian', not one of none, gaussian, mask"),
+    ("dataset", "MNIST", "dataset='MNIST', not one of fashion, mnist"),
+    ("lr", -1e-3, "lr=-0.001, not a positive number"),
+    ("lr", float("nan"), "lr=nan, not a positive number"),
+    ("noise_level", 1.0, "noise_level=1.0, not in [0, 1)")])
+def test_settings_a_run_cannot_have_are_refused_in_a_notebook_too(setting, value, said):
+    """In a notebook, Settings(optimizer="Adam") trained with Nesterov momentum
+    and noise="Gaussian" with masking, without a word; a negative lr uphill."""
+    with pytest.raises(ValueError) as error:
+        train.Settings(**{setting: value})
+    assert str(error.value) == said
 
 
 def test_disk_full_keeps_one_consistent_point_and_says_one_line(

@@ -25,6 +25,8 @@ def noisy_copies(images, noise="gaussian", level=0.3, seed=0):
     rng = np.random.RandomState(seed)
     if noise == "mask":
         return np.where(rng.uniform(size=images.shape) < level, 0, images).astype(np.float32)
+    if noise != "gaussian":  # "Mask" was Gaussian noise, without a word
+        raise ValueError("noise={!r}, not one of gaussian, mask".format(noise))
     return np.clip(images + rng.normal(0, level, images.shape), 0, 1).astype(np.float32)
 
 

@@ -591,6 +591,8 @@ def test_noisy_copies_corrupt_as_training_does():
     zeroed = masked == 0
     np.testing.assert_array_equal(masked[~zeroed], images[~zeroed])  # the rest untouched
     assert abs(zeroed.mean() - 0.5) < 0.01  # 156,800 pixels: the std is 0.0013
+    with pytest.raises(ValueError, match="noise='Mask', not one of gaussian, mask"):
+        make_figures.noisy_copies(images, "Mask", 0.5)
 
 
 def test_the_denoising_figure_shows_the_noise_its_run_trained_with(tmp_path, capsys,

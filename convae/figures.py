@@ -56,6 +56,18 @@ def _images(x):
     return x[:, 0] if x.ndim == 4 else x
 
 
+def _columns(**rows):
+    """The rows' images (N, 28, 28) each, in the order given; ValueError unless
+    every row holds as many (a short row would leave columns blank, a long
+    one lose images, without a word)."""
+    images = {name: _images(x) for name, x in rows.items()}
+    counts = {name: len(x) for name, x in images.items()}
+    if len(set(counts.values())) > 1:
+        raise ValueError("one column per image: got " + ", ".join(
+            "{} {}".format(count, name) for name, count in counts.items()))
+    return list(images.values())
+
+
 def _grid(fig, rows, cols, images, row_labels=(), titles=()):
     """Draw images (rows * cols, 28, 28) on fig, row by row."""
     axes = fig.subplots(rows, cols, squeeze=False)
@@ -85,9 +97,13 @@ def captions(indices, labels, classes):
 
 
 def reconstruction_figure(originals, reconstructions, titles=()):
-    """Originals above their reconstructions, one pair per column, as in the post."""
-    originals, reconstructions = _images(originals), _images(reconstructions)
+    """Originals above their reconstructions, one pair per column, as in the
+    post; ``titles``: none, or one per column."""
+    originals, reconstructions = _columns(originals=originals, reconstructions=reconstructions)
     n = len(originals)
+    if titles and len(titles) != n:
+        raise ValueError("one title per column: got {} titles for {} images".format(
+            len(titles), n))
     fig = Figure(figsize=(1.1 * n, 2.6), dpi=100)
     _grid(fig, 2, n, np.concatenate([originals, np.clip(reconstructions, 0, 1)]),
           row_labels=("original", "reconstructed"), titles=titles)
@@ -96,7 +112,7 @@ def reconstruction_figure(originals, reconstructions, titles=()):
 
 def denoising_figure(noisy, denoised, clean):
     """Rows: noisy input, the network's output, the clean digit."""
-    noisy, denoised, clean = _images(noisy), _images(denoised), _images(clean)
+    noisy, denoised, clean = _columns(noisy=noisy, denoised=denoised, clean=clean)
     n = len(clean)
     fig = Figure(figsize=(1.1 * n, 3.8), dpi=100)
     _grid(fig, 3, n, np.concatenate([noisy, np.clip(denoised, 0, 1), clean]),

@@ -86,6 +86,23 @@ def test_filters_pca_interpolation_and_curves(codec, digits):
     assert_not_blank(image)
 
 
+@pytest.mark.parametrize("draw, message", [
+    (lambda a: figures.reconstruction_figure(a, a[:5]),
+     "one column per image: got 10 originals, 5 reconstructions"),
+    (lambda a: figures.reconstruction_figure(a[:5], a),
+     "one column per image: got 5 originals, 10 reconstructions"),
+    (lambda a: figures.reconstruction_figure(a, a, ["#0 (7)"] * 3),
+     "one title per column: got 3 titles for 10 images"),
+    (lambda a: figures.denoising_figure(a, a[:3], a),
+     "one column per image: got 10 noisy, 3 denoised, 10 clean")])
+def test_a_figure_s_rows_of_different_lengths_are_refused(draw, message):
+    """In a notebook, a short row left blank columns and a long one lost
+    images, in a figure that looked fine."""
+    with pytest.raises(ValueError) as error:
+        draw(np.zeros((10, 1, 28, 28), np.float32))
+    assert str(error.value) == message
+
+
 def test_learning_curves_mark_whole_epochs_only():
     for epochs in (1, 2, 20):
         metrics = [dict(epoch=i, train_loss=0.03 / i, val_loss=0.02 / i)

@@ -161,14 +161,20 @@ def lock(path):
 def temporary_file(directory, prefix, suffix=""):
     """A new file in ``directory`` for a write that renames it into place:
     (fd, path, held), ``held`` a descriptor holding the lock that says a
-    writer is at work on it. Close both when done."""
+    writer is at work on it (where the file system has locks: on one
+    without, some NFS mounts, the age rule alone guards it). Close both
+    when done."""
     fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
     try:
-        return fd, path, lock(path)
+        try:
+            held = lock(path)
+        except OSError:  # no locks here (ENOLCK): writing must still work
+            held = os.open(path, os.O_RDONLY)
     except OSError:
         os.close(fd)
         os.remove(path)
         raise
+    return fd, path, held
 
 
 def remove_abandoned(pattern, idle_s=ABANDONED_AFTER_S):

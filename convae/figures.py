@@ -217,7 +217,9 @@ def read_metrics(path):
     """Read a metrics.jsonl file (one JSON object per epoch) into a list of dicts.
 
     ValueError, naming the file and line, if it is not one: unreadable text,
-    a line that is not JSON, or a record without epoch, train_loss, val_loss.
+    a line that is not JSON, a record without epoch, train_loss, val_loss,
+    epochs that do not count 1, 2, 3, ... (two runs' files run together), or
+    a loss that is no mean squared error (not a finite number >= 0).
     """
     records = []
     try:
@@ -235,6 +237,16 @@ def read_metrics(path):
         if not isinstance(record, dict) or not METRIC_KEYS <= set(record):
             raise ValueError("{}, line {}: not a metrics record (one has {})".format(
                 path, number, ", ".join(sorted(METRIC_KEYS))))
+        if record["epoch"] != len(records) + 1 or isinstance(record["epoch"], bool):
+            raise ValueError("{}, line {}: epoch {!r} where epoch {} was due (a run's epochs "
+                             "count up from 1)".format(path, number, record["epoch"],
+                                                       len(records) + 1))
+        for key in ("train_loss", "val_loss"):
+            loss = record[key]
+            numeric = isinstance(loss, (int, float)) and not isinstance(loss, bool)
+            if not (numeric and 0 <= loss < float("inf")):
+                raise ValueError("{}, line {}: {} {!r} is no mean squared error (a finite "
+                                 "number >= 0)".format(path, number, key, loss))
         records.append(record)
     if not records:
         raise ValueError("{}: no metrics in it (a run writes one line per finished "

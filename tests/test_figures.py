@@ -451,6 +451,16 @@ def test_indices_not_a_plain_list_of_integers_are_a_usage_error(indices, capsys)
     (b"\xc8\x00\xff binary", "not UTF-8 text"),
     (b'{"epoch": 1}\n', "line 1: not a metrics record (one has epoch, train_loss, val_loss)"),
     (b"\n", "no metrics in it"),
+    # Two runs' files run together (cat a b > m), or epochs out of order.
+    (b'{"epoch": 1, "train_loss": 0.1, "val_loss": 0.1}\n'
+     b'{"epoch": 1, "train_loss": 0.1, "val_loss": 0.1}\n',
+     "line 2: epoch 1 where epoch 2 was due (a run's epochs count up from 1)"),
+    (b'{"epoch": 2, "train_loss": 0.1, "val_loss": 0.1}\n', "line 1: epoch 2 where epoch 1"),
+    # Drawn as categories, or as nothing, in a figure that looked finished.
+    (b'{"epoch": 1, "train_loss": "abc", "val_loss": 0.1}\n',
+     "line 1: train_loss 'abc' is no mean squared error (a finite number >= 0)"),
+    (b'{"epoch": 1, "train_loss": 0.1, "val_loss": NaN}\n', "line 1: val_loss nan is no"),
+    (b'{"epoch": 1, "train_loss": -0.1, "val_loss": 0.1}\n', "line 1: train_loss -0.1 is no"),
 ])
 def test_bad_metrics_files_are_one_line_naming_them(mnist_dir, tmp_path, capsys, content,
                                                     message):

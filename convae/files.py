@@ -81,7 +81,8 @@ def write_files_atomically(writers):
             target = os.path.realpath(path)  # a link is written through, as the shell's > does
             directory = os.path.dirname(target)
             made += make_directories(directory)
-            remove_temporaries(directory)
+            if directory not in [os.path.dirname(earlier) for _, earlier in pending]:
+                remove_temporaries(directory)  # once a directory, not once a file
             fd, tmp, lock_fd = temporary_file(directory, TEMPORARY_PREFIX)
             pending.append((tmp, target))
             held.append(lock_fd)

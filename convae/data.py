@@ -25,6 +25,7 @@ import os
 import urllib.error
 import urllib.request
 import zlib
+from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -349,6 +350,20 @@ def load_test_set(dataset="mnist", data_dir=None, fetch=True):
     """
     names = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
     return _images_and_labels(dataset_files(dataset, data_dir, fetch, names), *names)
+
+
+class LabelledImages(NamedTuple):
+    """A dataset's test images (N, 1, 28, 28), their labels (N,), and the
+    names of labels 0-9."""
+    images: np.ndarray
+    labels: np.ndarray
+    classes: tuple
+
+
+def labelled_test_set(dataset="mnist", data_dir=None):
+    """``dataset``'s test set with its class names, as LabelledImages (the
+    test set as ``load_test_set`` finds it)."""
+    return LabelledImages(*load_test_set(dataset, data_dir), DATASETS[dataset]["classes"])
 
 
 def load_dataset(dataset="mnist", data_dir=None, fetch=True):

@@ -30,25 +30,11 @@ def noisy_copies(images, noise="gaussian", level=0.3, seed=0):
     return np.clip(images + rng.normal(0, level, images.shape), 0, 1).astype(np.float32)
 
 
-class LabelledImages(NamedTuple):
-    """A dataset's test images (N, 1, 28, 28), their labels (N,), and the
-    names of labels 0-9."""
-    images: np.ndarray
-    labels: np.ndarray
-    classes: tuple
-
-
-def test_images(dataset, data_dir=None):
-    """``dataset``'s LabelledImages, found as convae-train finds its data."""
-    return LabelledImages(*data.load_test_set(dataset, data_dir),
-                          data.DATASETS[dataset]["classes"])
-
-
 class Denoising(NamedTuple):
     """What the denoising figure shows: the run's network, the test set it
     trained on and its noise."""
     codec: Codec
-    shown: LabelledImages
+    shown: data.LabelledImages
     noise: str  # 'gaussian' or 'mask'
     level: float
 
@@ -85,7 +71,7 @@ def run_metrics(weights):
 def make_all(codec, shown, metrics, denoising, out_dir):
     """Write all figures into out_dir; returns the list of paths written.
 
-    shown: the test set (LabelledImages) whose digits the figures show;
+    shown: the test set (data.LabelledImages) whose digits the figures show;
     denoising: the denoising run, with the test set it trained on.
     """
     written = []
@@ -126,10 +112,11 @@ def make_figures(args):
     denoiser_dataset, noise, level = denoising_run(args.denoising_weights, args.dataset)
     metrics = figures.read_metrics(args.metrics or run_metrics(args.weights))
     dataset = cli.dataset_to_show(args.dataset, args.weights)
-    shown = test_images(dataset, args.data_dir)
+    shown = data.labelled_test_set(dataset, args.data_dir)
     # The denoising run's figure shows the dataset that run trained on (from
     # where convae-train finds it, if --data-dir holds the other one).
-    denoiser_shown = shown if denoiser_dataset == dataset else test_images(denoiser_dataset)
+    denoiser_shown = (shown if denoiser_dataset == dataset
+                      else data.labelled_test_set(denoiser_dataset))
     denoising = Denoising(denoiser, denoiser_shown, noise, level)
     for path in make_all(codec, shown, metrics, denoising, out_dir):
         cli.say("wrote " + path)

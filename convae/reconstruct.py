@@ -50,18 +50,17 @@ def reconstruct(args):
     figure_format(out)  # a name it cannot be written as: before any work
     out = cli.writable_path(out)
     codec = Codec(cli.weights_path(args.weights))  # before the data, which may need a download
-    dataset = cli.dataset_to_show(args.dataset, args.weights)
-    X_test, y_test = data.load_test_set(dataset, args.data_dir)
-    classes = data.DATASETS[dataset]["classes"]
-    indices = pick_indices(y_test, args.indices, args.n, args.seed or 0)
-    originals = X_test[indices]
+    shown = data.labelled_test_set(cli.dataset_to_show(args.dataset, args.weights),
+                                   args.data_dir)
+    indices = pick_indices(shown.labels, args.indices, args.n, args.seed or 0)
+    originals = shown.images[indices]
     reconstructions = codec.reconstruct(originals)
     save_figure(reconstruction_figure(originals, reconstructions,
-                                      captions(indices, y_test, classes)), out)
+                                      captions(indices, shown.labels, shown.classes)), out)
     errors = squared_errors(originals, reconstructions)  # said after: `| head -1` loses no figure
     for index, error in zip(indices, errors):
-        cli.say("test image {:5d} (label {}): MSE {:.6f}".format(index, classes[y_test[index]],
-                                                                 error))
+        cli.say("test image {:5d} (label {}): MSE {:.6f}".format(
+            index, shown.classes[shown.labels[index]], error))
     cli.say("mean MSE over {} images: {:.6f}".format(len(indices), errors.mean()))
     cli.say("wrote " + out)
     return 0

@@ -196,15 +196,20 @@ def _locate(directory, name):
     return None
 
 
+def _dead_link_target(path):
+    """Where ``path`` leads if it is a symbolic link to nothing (what it
+    linked to moved away), else None."""
+    return os.readlink(path) if os.path.islink(path) and not os.path.exists(path) else None
+
+
 def _absence(directory, name):
     """How ``directory`` lacks ``name``, for a message: 'has no NAME', or for a
     link leading nowhere (the files it linked to moved away; setup links
     ../shared/data/mnist into the cache) 'has NAME only as a link to TARGET,
     which does not exist'."""
-    path = os.path.join(directory, name)
-    if os.path.islink(path) and not os.path.exists(path):
-        return "has {} only as a link to {}, which does not exist".format(name,
-                                                                         os.readlink(path))
+    target = _dead_link_target(os.path.join(directory, name))
+    if target:
+        return "has {} only as a link to {}, which does not exist".format(name, target)
     return "has no " + name
 
 
@@ -296,9 +301,10 @@ def dataset_files(dataset="mnist", data_dir=None, fetch=True, names=FILES):
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise DataError("{}: not a directory (the data directory must be one)".format(
             directory))
-    if os.path.islink(directory) and not os.path.exists(directory):
+    target = _dead_link_target(directory)
+    if target:
         raise DataError("{}: a link to {}, which does not exist (the data directory must "
-                        "be one)".format(directory, os.readlink(directory)))
+                        "be one)".format(directory, target))
     paths, root = {}, _data_root()
     for name in names:
         path = _locate(directory, name)

@@ -5,6 +5,7 @@ beside the repository; they are never copied into the project. Theano's own
 compile cache (``~/.theano``) is shared by every test and test subprocess.
 """
 import os
+import time
 
 import pytest
 
@@ -27,3 +28,15 @@ def mnist_dir():
             pytest.fail("real MNIST files not found at " + MNIST_DIR)
         pytest.skip("real MNIST files not found at " + MNIST_DIR)
     return MNIST_DIR
+
+
+@pytest.fixture
+def aged():
+    """A function that makes a file look untouched for twice the time after
+    which convae takes an unheld temporary file for abandoned."""
+    from convae import files
+
+    def age(path, seconds=2 * files.ABANDONED_AFTER_S):
+        then = time.time() - seconds
+        os.utime(path, (then, then))
+    return age

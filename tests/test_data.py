@@ -355,13 +355,7 @@ def test_fashion_mnist_from_debian_package():
     assert np.bincount(y_test).tolist() == [1000] * 10
 
 
-def aged(path, seconds=2 * files.ABANDONED_AFTER_S):
-    """Make ``path`` look untouched for ``seconds``."""
-    then = time.time() - seconds
-    os.utime(path, (then, then))
-
-
-def test_a_download_killed_where_it_stood_is_cleared_by_the_next(mirror, tmp_path):
+def test_a_download_killed_where_it_stood_is_cleared_by_the_next(mirror, tmp_path, aged):
     """SIGKILL (or a power cut) mid-download leaves its hidden .part file; the
     next download of that file into the directory removes it. It keeps the
     .part of a download still at work (it holds a lock on its file; a fresh
@@ -385,7 +379,7 @@ def test_a_download_killed_where_it_stood_is_cleared_by_the_next(mirror, tmp_pat
         [TEST_LABELS, at_work.name, other.name, fresh.name])
 
 
-def test_a_killed_download_s_part_file_is_the_one_the_next_clears(mirror, tmp_path):
+def test_a_killed_download_s_part_file_is_the_one_the_next_clears(mirror, tmp_path, aged):
     """The same, for real: a download at work keeps its file, even untouched
     for long, while another downloads the same file there; killed with
     SIGKILL mid-file, it leaves it to the next."""

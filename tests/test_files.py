@@ -6,7 +6,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 
 import lasagne
 import numpy as np
@@ -116,13 +115,7 @@ def test_a_link_is_written_through_and_kept(tmp_path):
     assert sorted(os.listdir(tmp_path / "real")) == ["new.png", "old.png"]
 
 
-def aged(path, seconds=2 * files.ABANDONED_AFTER_S):
-    """Make ``path`` look untouched for ``seconds``."""
-    then = time.time() - seconds
-    os.utime(path, (then, then))
-
-
-def test_a_write_clears_what_a_writer_killed_beside_it_left(tmp_path):
+def test_a_write_clears_what_a_writer_killed_beside_it_left(tmp_path, aged):
     """A temporary file that no process holds and none has touched for a
     minute was left by a writer killed mid-write: the next write in that
     directory removes it. It keeps one a writer holds, a fresh one (its writer
@@ -158,7 +151,7 @@ files.write_atomically(sys.argv[1], write)
 """
 
 
-def test_a_writer_killed_mid_write_leaves_what_the_next_write_clears(tmp_path):
+def test_a_writer_killed_mid_write_leaves_what_the_next_write_clears(tmp_path, aged):
     """For real: SIGKILL in the middle of an atomic write leaves its temporary
     file, held by no one once the process is gone; the next write there
     (here, a minute later, as aged() makes it look) removes it."""
@@ -179,7 +172,7 @@ def test_a_writer_killed_mid_write_leaves_what_the_next_write_clears(tmp_path):
     assert os.listdir(tmp_path) == ["b.png"]
 
 
-def test_a_file_system_without_locks_still_takes_writes(tmp_path, monkeypatch):
+def test_a_file_system_without_locks_still_takes_writes(tmp_path, monkeypatch, aged):
     """Some NFS mounts refuse flock (ENOLCK): a write works all the same, and
     a temporary file whose lock cannot be tried is kept, not taken for
     abandoned."""

@@ -3,6 +3,7 @@ import argparse
 import contextlib
 import errno
 import math
+import numbers
 import os
 import signal
 import sys
@@ -42,36 +43,38 @@ def plain_number(text, convert):
     return convert(text)
 
 
-def _number(text, convert, acceptable, wanted):
-    """argparse type helper: convert(text) if it converts and is acceptable."""
-    try:
-        value = plain_number(text, convert)
-    except ValueError:
-        value = None
-    if value is None or not acceptable(value):
-        raise argparse.ArgumentTypeError("must be {}, got {!r}".format(wanted, text))
-    return value
+class Number:
+    """A kind of number a flag or a setting takes: called with a flag's text,
+    the argparse type; ``accepts(value)`` the test of a value given in Python
+    (a notebook's ``train.Settings``), so that both take the same numbers."""
+
+    def __init__(self, convert, acceptable, wanted):
+        """convert: int or float; acceptable(value) -> bool; wanted: what the
+        errors say is wanted, "a positive integer"."""
+        self.convert, self.acceptable, self.wanted = convert, acceptable, wanted
+
+    def __call__(self, text):
+        """argparse type: the number ``text`` is, if acceptable."""
+        try:
+            value = plain_number(text, self.convert)
+        except ValueError:
+            value = None
+        if value is None or not self.acceptable(value):
+            raise argparse.ArgumentTypeError("must be {}, got {!r}".format(self.wanted, text))
+        return value
+
+    def accepts(self, value):
+        """Whether a Python value is such a number: a float kind takes any real
+        number, an int kind whole ones (not True, not 3.0, not "3")."""
+        kind = numbers.Integral if self.convert is int else numbers.Real
+        return (isinstance(value, kind) and not isinstance(value, bool)
+                and bool(self.acceptable(value)))
 
 
-def positive_int(text):
-    """argparse type: an integer >= 1."""
-    return _number(text, int, lambda v: v >= 1, "a positive integer")
-
-
-def positive_float(text):
-    """argparse type: a finite number > 0."""
-    return _number(text, float, lambda v: v > 0 and math.isfinite(v), "a positive number")
-
-
-def fraction(text):
-    """argparse type: a number from 0 up to, not including, 1."""
-    return _number(text, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
-
-
-def seed(text):
-    """argparse type: a random seed, an integer from 0 to 2**32 - 1."""
-    return _number(text, int, lambda v: 0 <= v <= MAX_SEED,
-                   "an integer from 0 to {}".format(MAX_SEED))
+positive_int = Number(int, lambda v: v >= 1, "a positive integer")
+positive_float = Number(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+fraction = Number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+seed = Number(int, lambda v: 0 <= v <= MAX_SEED, "an integer from 0 to {}".format(MAX_SEED))
 
 
 def nonempty_path(text):

@@ -49,18 +49,17 @@ class Codec:
 
     def reconstruct(self, images):
         """(N, 1, 28, 28) images -> (N, 1, 28, 28) reconstructions."""
-        return _apply(self._reconstruct, _batch(images, self.image_shape, "images"),
-                      self.image_shape)
+        images = as_batch(images, self.image_shape, "images", pixels=True)
+        return _apply(self._reconstruct, images, self.image_shape)
 
     def encode(self, images):
         """(N, 1, 28, 28) images -> (N, 256) codes."""
-        return _apply(self._encode, _batch(images, self.image_shape, "images"),
-                      self.code_shape)
+        images = as_batch(images, self.image_shape, "images", pixels=True)
+        return _apply(self._encode, images, self.code_shape)
 
     def decode(self, codes):
         """(N, 256) codes -> (N, 1, 28, 28) images."""
-        return _apply(self._decode, _batch(codes, self.code_shape, "codes"),
-                      self.image_shape)
+        return _apply(self._decode, as_batch(codes, self.code_shape, "codes"), self.image_shape)
 
     def first_layer_filters(self):
         """The 32 first-layer filters, (32, 5, 5): also the decoder's last filters."""
@@ -68,21 +67,22 @@ class Codec:
         return conv1.W.get_value()[:, 0]
 
 
-def _batch(values, shape, what):
-    """values as a floatX array of shape (N,) + shape; ValueError if it is not one."""
+def as_batch(values, shape, what, pixels=False):
+    """values as a floatX array of shape (N,) + shape; ValueError, naming
+    ``what``, if it is not one, or if ``pixels`` and a value is not in [0, 1]."""
     values = np.asarray(values)
     if values.shape[1:] != shape or values.ndim != len(shape) + 1:
         raise ValueError("{} must be an array of shape (N, {}), got shape {}".format(
             what, ", ".join(str(n) for n in shape), values.shape))
     if values.dtype.kind != "f":
-        hint = " in [0, 1): divide 8-bit pixels by 256" if what == "images" else ""
+        hint = " in [0, 1): divide 8-bit pixels by 256" if pixels else ""
         raise ValueError("{} must be floats{}, got {}".format(what, hint, values.dtype))
     values = values.astype(theano.config.floatX, copy=False)
-    if what == "images" and values.size and not (values.min() >= 0 and values.max() <= 1):
+    if pixels and values.size and not (values.min() >= 0 and values.max() <= 1):
         # Pixels of 0-255 in a float array, or standardised ones: as wrong as
         # 8-bit pixels, and silent but for the garbage out.
-        raise ValueError("images must be floats in [0, 1): divide 8-bit pixels by 256, got "
-                         "values from {:g} to {:g}".format(values.min(), values.max()))
+        raise ValueError("{} must be floats in [0, 1): divide 8-bit pixels by 256, got "
+                         "values from {:g} to {:g}".format(what, values.min(), values.max()))
     return values
 
 

@@ -17,7 +17,6 @@ terminal) saves where it is and exits, and
 """
 import argparse
 import json
-import math
 import os
 import signal
 import sys
@@ -34,7 +33,7 @@ import theano
 import theano.tensor as T
 
 from convae import checkpoint, cli, data, files
-from convae.codec import EVAL_BATCH
+from convae.codec import EVAL_BATCH, as_batch
 from convae.model import build_convolutional_autoencoder
 from convae.runtime import function_cache
 
@@ -67,16 +66,21 @@ class Settings:
     def __post_init__(self):
         """ValueError, naming the setting, for one the run cannot have: an
         unknown optimizer or noise (``optimizer="Adam"``) would otherwise
-        train as Nesterov momentum or masking, a negative lr uphill."""
+        train as Nesterov momentum or masking, a negative lr uphill, and
+        ``batch_size=0`` or ``seed=-1`` fail deep inside NumPy or Theano. The
+        numbers are held to what the command's flags take."""
         for name, allowed in (("dataset", sorted(data.DATASETS)), ("optimizer", OPTIMIZERS),
                               ("noise", NOISES)):
             if getattr(self, name) not in allowed:
                 raise ValueError("{}={!r}, not one of {}".format(
                     name, getattr(self, name), ", ".join(allowed)))
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError("lr={!r}, not a positive number".format(self.lr))
-        if not 0 <= self.noise_level < 1:
-            raise ValueError("noise_level={!r}, not in [0, 1)".format(self.noise_level))
+        for name, number in (("batch_size", cli.positive_int), ("lr", cli.positive_float),
+                             ("seed", cli.seed), ("limit_train", cli.positive_int),
+                             ("limit_val", cli.positive_int), ("noise_level", cli.fraction)):
+            value, optional = getattr(self, name), name.startswith("limit_")
+            if not (number.accepts(value) or (optional and value is None)):
+                raise ValueError("{}={!r}, not {}{}".format(
+                    name, value, number.wanted, " or None" if optional else ""))
 
 
 # The settings that shape the compiled functions (the function cache's key;
@@ -260,12 +264,26 @@ class Run:
     def train(self, X_train, X_val, epochs, stop_requested=lambda: False):
         """Train until ``epochs`` epochs are done or stop_requested() is true.
 
+        X_train, X_val: (N, 1, 28, 28) float images, pixels in [0, 1) (as
+        ``convae.data`` loads them); other images, too few training images for
+        a batch, no validation image or an ``epochs`` that is not a positive
+        integer are a ValueError saying so.
         Returns True if all epochs finished, False if stopped early (state saved).
         Raises TrainingError on a NaN or infinite loss, leaving the last
         checkpoint as it was.
         """
-        self.epochs = epochs
         batch_size = self.settings.batch_size
+        shape = self.network.output_shape[1:]
+        X_train = as_batch(X_train, shape, "X_train", pixels=True)
+        X_val = as_batch(X_val, shape, "X_val", pixels=True)
+        if len(X_train) < batch_size:
+            raise ValueError("X_train holds {} images, fewer than a batch of {}".format(
+                len(X_train), batch_size))
+        if not len(X_val):
+            raise ValueError("X_val holds no images")
+        if not cli.positive_int.accepts(epochs):
+            raise ValueError("epochs={!r}, not {}".format(epochs, cli.positive_int.wanted))
+        self.epochs = epochs
         n_batches = len(X_train) // batch_size
         train_fn, val_fn = self.compiled.train_fn, self.compiled.val_fn
         while self.epoch < epochs:

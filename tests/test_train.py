@@ -56,6 +56,42 @@ def test_short_run_lowers_validation_loss(small_data, tmp_path):
     assert losses[-1] < float(np.mean(X_val ** 2))
 
 
+def test_float64_images_train_as_the_float32_ones_they_equal(small_data, tmp_path):
+    """A notebook's float64 images (a NumPy default) were a Theano TypeError
+    with a backtrace; MNIST's pixels, k/256, are the same numbers in both."""
+    X_train, X_val, _ = small_data
+    losses = []
+    for dtype in (np.float32, np.float64):
+        run = train.Run(settings(), str(tmp_path / np.dtype(dtype).name), log=quiet)
+        assert run.train(X_train.astype(dtype), X_val.astype(dtype), 1)
+        losses.append((run.metrics[0]["train_loss"], run.metrics[0]["val_loss"]))
+    assert losses[0] == losses[1]
+
+
+@pytest.mark.parametrize("change, said", [
+    (lambda X, V, E: ((X * 256).astype(np.uint8), V, E),
+     "X_train must be floats in [0, 1): divide 8-bit pixels by 256, got uint8"),
+    (lambda X, V, E: (X, V * 255, E),
+     "X_val must be floats in [0, 1): divide 8-bit pixels by 256, got values from 0 to "),
+    (lambda X, V, E: (X.reshape(len(X), 784), V, E),
+     "X_train must be an array of shape (N, 1, 28, 28), got shape (600, 784)"),
+    (lambda X, V, E: (X[:99], V, E), "X_train holds 99 images, fewer than a batch of 100"),
+    (lambda X, V, E: (X, V[:0], E), "X_val holds no images"),
+    (lambda X, V, E: (X, V, 0), "epochs=0, not a positive integer"),
+    (lambda X, V, E: (X, V, "2"), "epochs='2', not a positive integer")])
+def test_run_train_refuses_what_it_cannot_train_on_saying_what(small_data, tmp_path,
+                                                              change, said):
+    """In a notebook, 0-255 pixels (uint8 or float) trained for good at a loss
+    of 6,900 without a word; flat images, too few images, no validation image
+    or epochs="2" ended in tracebacks from Theano or a ZeroDivisionError."""
+    X_train, X_val, _ = small_data
+    run = train.Run(settings(), str(tmp_path), log=quiet)
+    with pytest.raises(ValueError) as error:
+        run.train(*change(X_train, X_val, 2))
+    assert str(error.value).startswith(said) and run.metrics == []
+    assert os.listdir(str(tmp_path)) == []
+
+
 def test_an_epoch_is_saved_before_its_line_is_printed(small_data, tmp_path):
     """`convae-train | head -1`: the epoch line's write fails (a closed pipe);
     the epoch it reports is on disk already."""
@@ -436,13 +472,32 @@ def test_a_damaged_checkpoint_is_one_line_naming_it(mnist_dir, tmp_path, capsys,
     ("dataset", "MNIST", "dataset='MNIST', not one of fashion, mnist"),
     ("lr", -1e-3, "lr=-0.001, not a positive number"),
     ("lr", float("nan"), "lr=nan, not a positive number"),
-    ("noise_level", 1.0, "noise_level=1.0, not in [0, 1)")])
+    ("noise_level", 1.0, "noise_level=1.0, not a number in [0, 1)"),
+    ("noise_level", "0.3", "noise_level='0.3', not a number in [0, 1)"),
+    ("lr", "1e-3", "lr='1e-3', not a positive number"),
+    ("batch_size", 0, "batch_size=0, not a positive integer"),
+    ("batch_size", 50.0, "batch_size=50.0, not a positive integer"),
+    ("batch_size", True, "batch_size=True, not a positive integer"),
+    ("seed", -1, "seed=-1, not an integer from 0 to 4294967295"),
+    ("seed", 2 ** 32, "seed=4294967296, not an integer from 0 to 4294967295"),
+    ("limit_train", 0, "limit_train=0, not a positive integer or None"),
+    ("limit_val", -5, "limit_val=-5, not a positive integer or None")])
 def test_settings_a_run_cannot_have_are_refused_in_a_notebook_too(setting, value, said):
     """In a notebook, Settings(optimizer="Adam") trained with Nesterov momentum
-    and noise="Gaussian" with masking, without a word; a negative lr uphill."""
+    and noise="Gaussian" with masking, without a word; a negative lr uphill;
+    batch_size=0 ended in a ZeroDivisionError, seed=-1 in NumPy's traceback,
+    lr="1e-3" in a TypeError; limit_train=0 meant no limit."""
     with pytest.raises(ValueError) as error:
         train.Settings(**{setting: value})
     assert str(error.value) == said
+
+
+def test_settings_take_the_numbers_the_flags_take_of_any_python_kind():
+    """NumPy's integers and floats, and an integer learning rate, are numbers too."""
+    taken = train.Settings(batch_size=np.int64(50), seed=np.uint32(2 ** 32 - 1), lr=1,
+                           limit_train=np.int32(500), limit_val=None,
+                           noise_level=np.float32(0.5))
+    assert taken.batch_size == 50 and taken.seed == 2 ** 32 - 1 and taken.lr == 1
 
 
 def test_disk_full_keeps_one_consistent_point_and_says_one_line(

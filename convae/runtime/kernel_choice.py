@@ -7,8 +7,12 @@ kept: the C code then times every kernel that can run it, on that call's own
 inputs (best of three rounds, round robin), and hands the times to
 ``remember``, which keeps the fastest in ``convae_kernels.json`` in Theano's
 compile directory, under this CPU and the correlation's shape and thread
-count. From then on that machine runs the same kernels, and so the same
-arithmetic, in every process, without measuring again, for as long as the
+count. A measurement taken while other programs kept its threads waiting
+for a CPU is not kept (times of up to 8 ms for a 1.7 ms kernel, a
+scheduler's time slice, once kept OpenBLAS for a layer that AVX-512 runs
+1.8x as fast): that process runs the rule's pick, and the next one measures
+again. Once a choice is kept, that machine runs the same kernels, and so
+the same arithmetic, in every process, without measuring again, for as long as the
 same kernels can run that correlation and their C is the same: a choice
 made among other kernels, or with other code (an older convae), is measured
 afresh. ``theano-cache purge`` (or deleting the file) measures afresh too.
@@ -31,8 +35,17 @@ from convae.files import write_atomically
 FILE_NAME = "convae_kernels.json"
 # Another kernel replaces the rule's pick only if it takes under this share of its time.
 MARGIN = 0.9
+# A measurement is kept only if the process's threads waited for a CPU, in
+# all, for at most this share of its time. On an idle machine they waited
+# 0-2% of a training step's time, beside one busy program 50-90% (the Xeon of
+# family 6, model 207, 2 threads); a call that waited not at all was not
+# disturbed, busy machine or not.
+STEADY_WAIT = 0.1
+# Where Linux says how long each thread has waited for a CPU (schedstat's run_delay).
+TASKS_DIR = "/proc/self/task"
 
 _kept = None  # {cpu: {correlation: {"kernel": name, "ms": {name: time}}}}, once read
+_unsteady = {}  # {correlation: the rule's pick}, this process's, where the machine was busy
 
 
 def path():
@@ -81,6 +94,8 @@ def chosen(correlation, candidates):
     5x5 threads=2') on this CPU, or None: None too where it was chosen among other
     kernels than ``candidates`` (the names of those that can run it now, comma
     separated: 'avx512,avx2,blas') or measured with other C."""
+    if correlation in _unsteady:
+        return _unsteady[correlation]
     entry = kept_choices().get(correlation)
     if not isinstance(entry, dict) or entry.get("version") != kernels_version():
         return None
@@ -96,10 +111,34 @@ def pick(seconds, default):
     return fastest if seconds[fastest] < MARGIN * seconds[default] else default
 
 
-def remember(correlation, seconds, default):
+def waited():
+    """Seconds the process's threads have waited, runnable, for a CPU, in all
+    (Linux's schedstat run_delay, summed over threads); 0.0 where it cannot tell."""
+    total = 0
+    try:
+        tasks = os.listdir(TASKS_DIR)
+    except OSError:
+        tasks = []
+    for task in tasks:
+        try:
+            with open(os.path.join(TASKS_DIR, task, "schedstat")) as f:
+                total += int(f.read().split()[1])
+        except (OSError, ValueError, IndexError):  # a thread gone; no schedstat
+            pass
+    return total / 1e9
+
+
+def remember(correlation, seconds, default, waited_before, timed):
     """Keep the kernel ``pick`` chooses for ``correlation``, with the times, and return
-    its name. Best effort: a file that cannot be written keeps the choice in memory."""
+    its name; but where the process's threads waited for a CPU (since ``waited()``
+    was ``waited_before``) for more than STEADY_WAIT of the ``timed`` seconds, other
+    programs had the CPUs: run the rule's pick ``default`` in this process and keep
+    nothing, so that the next process measures again.
+    Best effort: a file that cannot be written keeps the choice in memory."""
     global _kept
+    if waited() - waited_before > STEADY_WAIT * timed:
+        _unsteady[correlation] = default
+        return default
     kernel = pick(seconds, default)
     entry = {"kernel": kernel, "ms": {name: round(t * 1e3, 4) for name, t in seconds.items()},
              "version": kernels_version()}

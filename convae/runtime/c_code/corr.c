@@ -498,6 +498,10 @@ static int convae_auto_kernel(convae_direction direction, const float* a, const 
     if (name && !convae_kernel_named(name, fitting, n, kernel)) {
         /* nothing kept (None), or a kernel that cannot run here: time each */
         double best[3] = {1e30, 1e30, 1e30};
+        /* How long the process's threads had waited for a CPU, and the time:
+           remember keeps nothing measured while other programs had the CPUs. */
+        PyObject* waited = PyObject_CallMethod(module, "waited", NULL);
+        const double began = convae_seconds();
         for (int round = 0; round < CONVAE_TIMING_ROUNDS && status == 0; round++)
             for (int k = 0; k < n && status == 0; k++) {
                 const double start = convae_seconds();
@@ -505,7 +509,8 @@ static int convae_auto_kernel(convae_direction direction, const float* a, const 
                 const double took = convae_seconds() - start;
                 best[k] = took < best[k] ? took : best[k];
             }
-        seconds = status == 0 ? PyDict_New() : NULL;
+        const double timed = convae_seconds() - began;
+        seconds = status == 0 && waited ? PyDict_New() : NULL;
         for (int k = 0; seconds && k < n; k++) {
             PyObject* value = PyFloat_FromDouble(best[k]);
             if (value == NULL || PyDict_SetItemString(seconds, convae_kernel_names[fitting[k]],
@@ -515,10 +520,12 @@ static int convae_auto_kernel(convae_direction direction, const float* a, const 
             Py_XDECREF(value);
         }
         Py_DECREF(name);
-        name = seconds ? PyObject_CallMethod(module, "remember", "OOs", key, seconds,
-                                             convae_kernel_names[fitting[0]]) : NULL;
+        name = seconds ? PyObject_CallMethod(module, "remember", "OOsOd", key, seconds,
+                                             convae_kernel_names[fitting[0]], waited,
+                                             timed) : NULL;
         if (name)
             convae_kernel_named(name, fitting, n, kernel);
+        Py_XDECREF(waited);
     }
     Py_XDECREF(seconds);
     Py_XDECREF(name);

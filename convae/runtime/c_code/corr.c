@@ -159,10 +159,25 @@ static int convae_fitting_kernels(convae_direction direction, int C, int F, int 
     return n;
 }
 
+/* After the Python calls of convae's bookkeeping (which kernel ran, which to
+   run): an ordinary exception (no module, an unwritable file) is forgotten,
+   returning 0. Any other, KeyboardInterrupt above all, stays set and -1 is
+   returned, failing the op: Python runs a pending signal's handler at the
+   first Python code after the signal, most often one of these calls after a
+   long kernel, and Ctrl-C (and convae's SIGTERM and SIGHUP) must reach the
+   program, not end here. */
+static int convae_forgive(void)
+{
+    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception))
+        return -1;
+    PyErr_Clear();
+    return 0;
+}
+
 /* Note in convae.runtime.corr.KERNELS_RUN which kernel ran this correlation
-   (best effort: it never fails the op). */
-static void convae_corr_record(convae_direction direction, convae_kernel kernel,
-                               int C, int F, int H, int W, int kh, int kw)
+   (best effort: only an interrupt fails the op, see convae_forgive). */
+static int convae_corr_record(convae_direction direction, convae_kernel kernel,
+                              int C, int F, int H, int W, int kh, int kw)
 {
     PyObject* module = PyImport_ImportModule("convae.runtime.corr");
     PyObject* table = module ? PyObject_GetAttrString(module, "KERNELS_RUN") : NULL;
@@ -176,7 +191,7 @@ static void convae_corr_record(convae_direction direction, convae_kernel kernel,
     Py_XDECREF(key);
     Py_XDECREF(table);
     Py_XDECREF(module);
-    PyErr_Clear();
+    return convae_forgive();
 }
 
 /* The three correlations with the direct kernels (AVX-512 if wide, else
@@ -467,7 +482,7 @@ static double convae_seconds(void)
    fits timed on these inputs and the choice kept.
    Python trouble (no module, an unwritable file) falls back to the rule's
    pick, fitting[0]. Sets *kernel; returns 0, or -1 with a Python error set
-   (no memory for a timed run). */
+   (no memory for a timed run, or an interrupt: see convae_forgive). */
 static int convae_auto_kernel(convae_direction direction, const float* a, const float* b,
                               float* out, const npy_intp s[7], convae_kernel* kernel)
 {
@@ -478,10 +493,8 @@ static int convae_auto_kernel(convae_direction direction, const float* a, const 
     if (n == 1)
         return 0;
     PyObject* module = PyImport_ImportModule("convae.runtime.kernel_choice");
-    if (module == NULL) {
-        PyErr_Clear();
-        return 0;
-    }
+    if (module == NULL)
+        return convae_forgive();
     PyObject* key = PyUnicode_FromFormat("%s N=%d C=%d F=%d %dx%d filter %dx%d threads=%d",
                                          convae_direction_names[direction], (int)s[0],
                                          C, F, H, W, kh, kw, convae_max_threads());
@@ -531,9 +544,7 @@ static int convae_auto_kernel(convae_direction direction, const float* a, const 
     Py_XDECREF(name);
     Py_XDECREF(key);
     Py_DECREF(module);
-    if (status == 0)
-        PyErr_Clear();
-    return status;
+    return status ? status : convae_forgive();
 }
 
 /* out = the correlation in direction of a and b (C-contiguous), out shaped
@@ -553,6 +564,7 @@ static int convae_corr(convae_direction direction, convae_kernel kernel,
                      convae_kernel_names[kernel], convae_direction_names[direction], C, F);
         return -1;
     }
-    convae_corr_record(direction, kernel, C, F, H, W, kh, kw);
+    if (convae_corr_record(direction, kernel, C, F, H, W, kh, kw))
+        return -1;
     return convae_corr_run(direction, kernel, a, b, out, s);
 }

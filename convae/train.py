@@ -208,6 +208,7 @@ class Run:
         self.epochs = -1
         self.epoch_rng_state = self.shuffle_rng.get_state()
         self.dead_reported = False
+        self.continues_out_dir = False  # saved there, or restored from there: its own
 
     # -- checkpoints -------------------------------------------------------
     def path(self, name):
@@ -231,6 +232,7 @@ class Run:
                 (self.path(files.METRICS_FILE), lambda f: f.write(lines), "w")])
         except OSError as e:  # a full disk, say: what was saved before is all there is
             raise TrainingError("{}; {}".format(cli.describe(e), self.last_good_checkpoint()))
+        self.continues_out_dir = True
 
     def restore(self, saved):
         """Continue from the Checkpoint ``saved``; TrainingError if it is not this run's kind."""
@@ -253,6 +255,7 @@ class Run:
         self.epoch, self.batch, self.err_sum = saved.epoch, saved.batch, saved.err_sum
         self.epochs = saved.epochs
         self.epoch_rng_state = saved.rng_state
+        self.continues_out_dir = True
 
     def last_good_checkpoint(self):
         """How a failure message speaks of what is saved."""
@@ -267,7 +270,8 @@ class Run:
         X_train, X_val: (N, 1, 28, 28) float images, pixels in [0, 1) (as
         ``convae.data`` loads them); other images, too few training images for
         a batch, no validation image or an ``epochs`` that is not a positive
-        integer are a ValueError saying so.
+        integer are a ValueError saying so; an ``out_dir`` holding another run's
+        files (not restored into this Run) is a TrainingError.
         Returns True if all epochs finished, False if stopped early (state saved).
         Raises TrainingError on a NaN or infinite loss, leaving the last
         checkpoint as it was.
@@ -283,6 +287,14 @@ class Run:
             raise ValueError("X_val holds no images")
         if not cli.positive_int.accepts(epochs):
             raise ValueError("epochs={!r}, not {}".format(epochs, cli.positive_int.wanted))
+        earlier = [] if self.continues_out_dir else earlier_run(self.out_dir)
+        if earlier:  # in a notebook, out_dir="runs/default" of a run of the command, say
+            resume = self.path(files.CHECKPOINT_FILE) if files.CHECKPOINT_FILE in earlier else ""
+            raise TrainingError("{} holds {} of an earlier run, which this run would "
+                                "overwrite: choose another out_dir{}".format(
+                                    self.out_dir, " and ".join(earlier), resume and (
+                                        ", or continue that run: run.restore(train."
+                                        "load_checkpoint({!r}))".format(resume))))
         self.epochs = epochs
         n_batches = len(X_train) // batch_size
         train_fn, val_fn = self.compiled.train_fn, self.compiled.val_fn
@@ -491,6 +503,14 @@ def prepare_data(settings, data_dir):
     return X_train, X_val, X_test
 
 
+def earlier_run(out_dir):
+    """The names of the files of a run in ``out_dir``, which a new run would
+    overwrite (checkpoint.npz, model.npz, metrics.jsonl, test.json): [] if none."""
+    return [name for name in (files.CHECKPOINT_FILE, files.MODEL_FILE, files.METRICS_FILE,
+                              files.TEST_FILE)
+            if os.path.exists(os.path.join(out_dir, name))]
+
+
 def run_to_start(args):
     """What ``args`` ask for, checked against ``--out`` before anything is
     compiled: (the Checkpoint to resume or None, Settings, epochs, lines to
@@ -503,11 +523,10 @@ def run_to_start(args):
         settings, notes = resumed_settings(saved.settings, args)
         epochs, epoch_notes = resumed_epochs(saved, args)
         return saved, settings, epochs, notes + epoch_notes
-    if os.path.exists(path):
+    earlier = earlier_run(args.out)
+    if files.CHECKPOINT_FILE in earlier:
         raise TrainingError("{} holds a run already: pass --resume to continue "
                             "it, or choose another --out".format(args.out))
-    earlier = [name for name in (files.MODEL_FILE, files.METRICS_FILE, files.TEST_FILE)
-               if os.path.exists(os.path.join(args.out, name))]
     if earlier:  # a run whose checkpoint is gone: a new one would overwrite them
         raise TrainingError("{} holds {} of an earlier run, which a new run would "
                             "overwrite: choose another --out".format(

@@ -92,6 +92,34 @@ def test_run_train_refuses_what_it_cannot_train_on_saying_what(small_data, tmp_p
     assert os.listdir(str(tmp_path)) == []
 
 
+def test_a_new_run_in_a_notebook_refuses_the_directory_of_an_earlier_one(small_data,
+                                                                         tmp_path):
+    """train.Run(settings, "runs/default") in a notebook overwrote the
+    command's 20-epoch run there, checkpoint and all, without a word (and left
+    its test.json beside the new run's files)."""
+    X_train, X_val, _ = small_data
+    first = train.Run(settings(), str(tmp_path), log=quiet)
+    assert first.train(X_train, X_val, 1)
+    (tmp_path / "test.json").write_text('{"test_mse": 0.01}\n')
+    before = snapshot(tmp_path)
+    second = train.Run(settings(), str(tmp_path), log=quiet)
+    with pytest.raises(train.TrainingError) as error:
+        second.train(X_train, X_val, 2)
+    assert str(error.value) == (
+        "{0} holds checkpoint.npz and model.npz and metrics.jsonl and test.json of an "
+        "earlier run, which this run would overwrite: choose another out_dir, or continue "
+        "that run: run.restore(train.load_checkpoint('{0}/checkpoint.npz'))".format(tmp_path))
+    assert snapshot(tmp_path) == before
+    # Restored, it is that run: it continues there, as --resume does.
+    second.restore(train.load_checkpoint(str(tmp_path / "checkpoint.npz")))
+    assert second.train(X_train, X_val, 2) and [m["epoch"] for m in second.metrics] == [1, 2]
+    assert second.train(X_train, X_val, 3)  # its own files: it goes on writing them
+    (tmp_path / "checkpoint.npz").unlink()  # a run's parameters alone are kept too
+    with pytest.raises(train.TrainingError, match="holds model.npz and metrics.jsonl and "
+                       "test.json of an earlier run.*choose another out_dir$"):
+        train.Run(settings(), str(tmp_path), log=quiet).train(X_train, X_val, 1)
+
+
 def test_an_epoch_is_saved_before_its_line_is_printed(small_data, tmp_path):
     """`convae-train | head -1`: the epoch line's write fails (a closed pipe);
     the epoch it reports is on disk already."""

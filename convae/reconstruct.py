@@ -61,7 +61,8 @@ def reconstruct(args):
     for index, error in zip(indices, errors):
         cli.say("test image {:5d} (label {}): MSE {:.6f}".format(
             index, shown.classes[shown.labels[index]], error))
-    cli.say("mean MSE over {} images: {:.6f}".format(len(indices), errors.mean()))
+    cli.say("mean MSE over {} image{}: {:.6f}".format(
+        len(indices), "" if len(indices) == 1 else "s", errors.mean()))
     cli.say("wrote " + out)
     return 0
 

@@ -384,6 +384,7 @@ def test_reconstruct_writes_a_pdf_when_asked(mnist_dir, tmp_path, capsys):
     out = tmp_path / "pairs.pdf"
     assert reconstruct.main(["--data-dir", mnist_dir, "--indices", "3", "--out", str(out)]) == 0
     assert out.read_bytes().startswith(b"%PDF-")
+    assert "mean MSE over 1 image: " in capsys.readouterr().out  # not "1 images"
 
 
 def test_an_out_dir_that_is_a_file_is_refused_before_any_work(tmp_path, capsys, monkeypatch):

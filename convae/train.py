@@ -264,25 +264,19 @@ class Run:
         return "no checkpoint was saved yet"
 
     # -- the loop ----------------------------------------------------------
-    def train(self, X_train, X_val, epochs, stop_requested=lambda: False):
-        """Train until ``epochs`` epochs are done or stop_requested() is true.
-
-        X_train, X_val: (N, 1, 28, 28) float images, pixels in [0, 1) (as
-        ``convae.data`` loads them); other images, too few training images for
-        a batch, no validation image or an ``epochs`` that is not a positive
-        integer are a ValueError saying so; an ``out_dir`` holding another run's
-        files (not restored into this Run) is a TrainingError.
-        Returns True if all epochs finished, False if stopped early (state saved).
-        Raises TrainingError on a NaN or infinite loss, leaving the last
-        checkpoint as it was.
-        """
-        batch_size = self.settings.batch_size
+    def checked(self, X_train, X_val, epochs):
+        """X_train and X_val as floatX (N, 1, 28, 28) arrays, if ``train`` can run
+        ``epochs`` on them here. Other images (8-bit or 0-255 pixels, flat ones),
+        too few training images for a batch, no validation image or an
+        ``epochs`` that is not a positive integer are a ValueError saying so; an
+        ``out_dir`` holding another run's files (not restored into this Run),
+        which training would overwrite, a TrainingError."""
         shape = self.network.output_shape[1:]
         X_train = as_batch(X_train, shape, "X_train", pixels=True)
         X_val = as_batch(X_val, shape, "X_val", pixels=True)
-        if len(X_train) < batch_size:
+        if len(X_train) < self.settings.batch_size:
             raise ValueError("X_train holds {} images, fewer than a batch of {}".format(
-                len(X_train), batch_size))
+                len(X_train), self.settings.batch_size))
         if not len(X_val):
             raise ValueError("X_val holds no images")
         if not cli.positive_int.accepts(epochs):
@@ -295,6 +289,19 @@ class Run:
                                     self.out_dir, " and ".join(earlier), resume and (
                                         ", or continue that run: run.restore(train."
                                         "load_checkpoint({!r}))".format(resume))))
+        return X_train, X_val
+
+    def train(self, X_train, X_val, epochs, stop_requested=lambda: False):
+        """Train until ``epochs`` epochs are done or stop_requested() is true.
+
+        X_train, X_val: (N, 1, 28, 28) float images, pixels in [0, 1) (as
+        ``convae.data`` loads them), as ``checked`` takes them.
+        Returns True if all epochs finished, False if stopped early (state saved).
+        Raises TrainingError on a NaN or infinite loss, leaving the last
+        checkpoint as it was.
+        """
+        X_train, X_val = self.checked(X_train, X_val, epochs)
+        batch_size = self.settings.batch_size
         self.epochs = epochs
         n_batches = len(X_train) // batch_size
         train_fn, val_fn = self.compiled.train_fn, self.compiled.val_fn

@@ -12,10 +12,10 @@ for a CPU is not kept (times of up to 8 ms for a 1.7 ms kernel, a
 scheduler's time slice, once kept OpenBLAS for a layer that AVX-512 runs
 1.8x as fast): that process runs the rule's pick, and the next one measures
 again. Once a choice is kept, that machine runs the same kernels, and so
-the same arithmetic, in every process, without measuring again, for as long as the
-same kernels can run that correlation and their C is the same: a choice
-made among other kernels, or with other code (an older convae), is measured
-afresh. ``theano-cache purge`` (or deleting the file) measures afresh too.
+the same arithmetic, in every process, without measuring again, for as long
+as the same kernels can run that correlation and their C is the same: a
+choice made among other kernels, or with other code (an older convae), is
+measured afresh. ``theano-cache purge`` (or deleting the file) measures afresh too.
 
 A choice learnt on one CPU holds on CPUs no one here has seen, where the
 rule auto otherwise follows (the widest vectors the CPU has) may not pick

@@ -1,6 +1,7 @@
 """MNIST and Fashion-MNIST: find, download, verify and read the IDX files.
 
-Both datasets are the same four IDX files (gzip-compressed or not). Pixels are
+Both datasets are the same four IDX files (gzip-compressed or not; Kaggle's
+copy of MNIST names them train-images.idx3-ubyte, and so on). Pixels are
 returned as float32 of shape (N, 1, 28, 28) divided by 256, as Lasagne's
 ``examples/mnist.py`` does, so values lie in [0, 255/256]. The split is that
 example's: the last 10,000 training images are the validation set, the 10,000
@@ -188,8 +189,11 @@ def default_data_dir(dataset):
 
 
 def _locate(directory, name):
-    """Path of ``name`` in ``directory``, compressed or not, or None."""
-    for candidate in (name, name[:-len(".gz")]):
+    """Path of ``name`` in ``directory``, compressed or not, or None. Uncompressed,
+    the name Kaggle's copy of MNIST gives it is taken too (train-images.idx3-ubyte:
+    a dot for the hyphen); the checksum says whether it is the file."""
+    raw = name[:-len(".gz")]
+    for candidate in (name, raw, raw.replace("-idx", ".idx")):
         path = os.path.join(directory, candidate)
         if os.path.isfile(path):
             return path

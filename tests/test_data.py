@@ -60,6 +60,21 @@ def test_uncompressed_files_are_read_too(mnist_dir, tmp_path):
     assert labels.shape == (10000,)
 
 
+def test_kaggle_s_names_for_the_files_are_read_too(mnist_dir, tmp_path):
+    """Kaggle's copy of MNIST, a common one, names its uncompressed files
+    train-images.idx3-ubyte: --data-dir at them said the files were missing."""
+    for name in data.FILES:
+        with gzip.open(os.path.join(mnist_dir, name)) as src:
+            (tmp_path / name[:-3].replace("-idx", ".idx")).write_bytes(src.read())
+    X_train, _, _, _, X_test, _ = data.load_dataset("mnist", str(tmp_path), fetch=False)
+    expected = data.load_dataset("mnist", mnist_dir, fetch=False)
+    np.testing.assert_array_equal(X_train, expected[0])
+    np.testing.assert_array_equal(X_test, expected[4])
+    (tmp_path / "t10k-labels.idx1-ubyte").write_bytes(b"\0" * 10008)  # checked all the same
+    with pytest.raises(data.DataError, match="t10k-labels.idx1-ubyte: checksum mismatch"):
+        data.load_dataset("mnist", str(tmp_path), fetch=False)
+
+
 def write_idx(path, magic, dims, payload, compress=True):
     header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
     opener = gzip.open if compress else open

@@ -235,7 +235,18 @@ class Run:
         self.continues_out_dir = True
 
     def restore(self, saved):
-        """Continue from the Checkpoint ``saved``; TrainingError if it is not this run's kind."""
+        """Continue from the Checkpoint ``saved``; TrainingError if it is not this run's
+        kind, or if this Run's settings differ from its run's but for the lr (a Run of
+        batch size 50 would take batch 3 of a run of 128 as its own batch 3)."""
+        differ = [name for name, value in saved.settings.items()
+                  if name not in CHANGEABLE_ON_RESUME and getattr(self.settings, name) != value]
+        if differ:
+            theirs = ", ".join("{}={!r}".format(name, saved.settings[name]) for name in differ)
+            ours = ", ".join("{}={!r}".format(name, getattr(self.settings, name))
+                             for name in differ)
+            raise TrainingError("{}: the checkpoint's run has {}; this Run has {}: make the "
+                                "Run with the run's own settings, train.Run(train.Settings("
+                                "**saved.settings), out_dir)".format(saved.path, theirs, ours))
         if saved.architecture != architecture(self.network):
             raise TrainingError("{}: checkpoint of another architecture".format(saved.path))
         if len(saved.state) != len(self.state) or any(

@@ -172,6 +172,28 @@ def test_interrupted_and_resumed_equals_uninterrupted(small_data, tmp_path):
             == [(m["train_loss"], m["val_loss"]) for m in second.metrics])
 
 
+def test_restore_refuses_a_run_of_other_settings_but_takes_a_new_lr(small_data, tmp_path):
+    """In a notebook, a Run of batch size 50 restored a run of 100 stopped after
+    its batch 3 and went on from its own batch 3 (image 150, not 300): what
+    --resume refuses."""
+    X_train, X_val, _ = small_data
+    first = train.Run(settings(), str(tmp_path), log=quiet)
+    calls = itertools.count(1)
+    assert not first.train(X_train, X_val, 2, stop_requested=lambda: next(calls) == 3)
+    saved = train.load_checkpoint(str(tmp_path / "checkpoint.npz"))
+    other = train.Run(settings(batch_size=50, seed=4), str(tmp_path), log=quiet)
+    with pytest.raises(train.TrainingError) as error:
+        other.restore(saved)
+    assert str(error.value) == (
+        "{}: the checkpoint's run has batch_size=100, seed=3; this Run has batch_size=50, "
+        "seed=4: make the Run with the run's own settings, train.Run(train.Settings("
+        "**saved.settings), out_dir)".format(saved.path))
+    assert (other.epoch, other.batch, other.continues_out_dir) == (0, 0, False)
+    faster = train.Run(settings(lr=5e-4), str(tmp_path), log=quiet)  # as --resume --lr
+    faster.restore(saved)
+    assert (faster.epoch, faster.batch) == (0, 3)
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small_data, tmp_path):
     X_train, X_val, _ = small_data
     run = train.Run(settings(), str(tmp_path), log=quiet)

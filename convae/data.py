@@ -301,6 +301,7 @@ def dataset_files(dataset="mnist", data_dir=None, fetch=True, names=FILES):
     if dataset not in DATASETS:
         raise DataError("unknown dataset {!r}; choose from {}".format(
             dataset, ", ".join(sorted(DATASETS))))
+    data_dir = data_dir and os.path.expanduser(data_dir)  # "~/mnist", as --data-dir takes it
     directory = data_dir or default_data_dir(dataset)
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise DataError("{}: not a directory (the data directory must be one)".format(

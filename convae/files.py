@@ -236,7 +236,9 @@ def param_values(network):
 
 
 def parameter_file(path):
-    """``path``, or the MODEL_FILE in it if it is a run directory."""
+    """``path``, or the MODEL_FILE in it if it is a run directory; a leading ``~``
+    expanded, as the commands' flags have it (Python leaves it, unlike a shell)."""
+    path = os.path.expanduser(path)
     return os.path.join(path, MODEL_FILE) if os.path.isdir(path) else path
 
 

@@ -194,7 +194,7 @@ class Run:
         """progress: a progress bar per epoch: True (always, as in a notebook),
         None (where stderr is a terminal, as the command has it) or False."""
         self.settings = settings
-        self.out_dir = out_dir
+        self.out_dir = os.path.expanduser(out_dir)  # as --out: "~/runs/x" made a "~" here
         self.log = log
         self.progress = progress
         self.shuffle_rng = np.random.RandomState(settings.seed)

@@ -120,6 +120,30 @@ def test_a_new_run_in_a_notebook_refuses_the_directory_of_an_earlier_one(small_d
         train.Run(settings(), str(tmp_path), log=quiet).train(X_train, X_val, 1)
 
 
+def test_a_notebook_s_paths_take_a_leading_tilde_as_the_flags_do(small_data, mnist_dir,
+                                                                  tmp_path, monkeypatch):
+    """Python leaves "~" in a path where a shell expands it: in a notebook,
+    train.Run(settings, "~/runs/nb") trained into a directory named "~" in the
+    working directory, Codec("~/runs/nb") could not read the run there, and
+    load_dataset("mnist", "~/mnist") looked in (and would download into) "./~"."""
+    from convae import data
+    from convae.codec import Codec
+    home, work = tmp_path / "home", tmp_path / "work"
+    os.makedirs(home / "runs")
+    os.makedirs(work)
+    os.symlink(mnist_dir, home / "mnist")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    X_train, X_val, _ = small_data
+    run = train.Run(settings(), "~/runs/nb", log=quiet)
+    assert run.train(X_train, X_val, 1)
+    assert os.listdir(work) == [] and (home / "runs" / "nb" / "checkpoint.npz").is_file()
+    np.testing.assert_array_equal(Codec("~/runs/nb").reconstruct(X_val[:2]),
+                                  run.compiled.reconstruct_fn(X_val[:2]))
+    X_test, _ = data.load_test_set("mnist", "~/mnist", fetch=False)
+    assert X_test.shape == (10000, 1, 28, 28) and os.listdir(work) == []
+
+
 def test_an_epoch_is_saved_before_its_line_is_printed(small_data, tmp_path):
     """`convae-train | head -1`: the epoch line's write fails (a closed pipe);
     the epoch it reports is on disk already."""

@@ -21,7 +21,10 @@ from convae.files import METRICS_FILE, SHIPPED_DENOISING_WEIGHTS, SHIPPED_METRIC
 def noisy_copies(images, noise="gaussian", level=0.3, seed=0):
     """Copies of images (N, 1, 28, 28) in [0, 1], corrupted as ``convae-train
     --noise`` corrupts its inputs: 'gaussian' adds N(0, level^2) and clips to
-    [0, 1]; 'mask' zeroes each pixel with probability ``level``."""
+    [0, 1]; 'mask' zeroes each pixel with probability ``level``, a number in
+    [0, 1) as training's (1.5 masked every pixel, NaN made NaN images)."""
+    if not cli.fraction.accepts(level):
+        raise ValueError("level={!r}, not {}".format(level, cli.fraction.wanted))
     rng = np.random.RandomState(seed)
     if noise == "mask":
         return np.where(rng.uniform(size=images.shape) < level, 0, images).astype(np.float32)

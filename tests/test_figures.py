@@ -621,6 +621,9 @@ def test_noisy_copies_corrupt_as_training_does():
     assert abs(zeroed.mean() - 0.5) < 0.01  # 156,800 pixels: the std is 0.0013
     with pytest.raises(ValueError, match="noise='Mask', not one of gaussian, mask"):
         make_figures.noisy_copies(images, "Mask", 0.5)
+    for level in (1.5, -0.2, float("nan")):  # all zeros, untouched, NaN: without a word
+        with pytest.raises(ValueError, match=r"level=.*, not a number in \[0, 1\)"):
+            make_figures.noisy_copies(images, "mask", level)
 
 
 def test_the_denoising_figure_shows_the_noise_its_run_trained_with(tmp_path, capsys,

@@ -20,6 +20,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from typing import NamedTuple, Optional
@@ -302,15 +303,30 @@ class Run:
                                         "load_checkpoint({!r}))".format(resume))))
         return X_train, X_val
 
-    def train(self, X_train, X_val, epochs, stop_requested=lambda: False):
+    def train(self, X_train, X_val, epochs, stop_requested=None):
         """Train until ``epochs`` epochs are done or stop_requested() is true.
 
         X_train, X_val: (N, 1, 28, 28) float images, pixels in [0, 1) (as
         ``convae.data`` loads them), as ``checked`` takes them.
+        stop_requested: asked after each batch (the command's signal handlers
+        answer it). Without it, in the main thread (a notebook), Ctrl-C or the
+        notebook's interrupt stops training at the end of its batch, saves
+        there and raises KeyboardInterrupt; ``train`` again continues. (Raised
+        inside a step, it would leave the step's updates half made.)
         Returns True if all epochs finished, False if stopped early (state saved).
         Raises TrainingError on a NaN or infinite loss, leaving the last
         checkpoint as it was.
         """
+        if stop_requested is None and threading.current_thread() is threading.main_thread():
+            interrupts = []
+            with cli.signals_handled((signal.SIGINT,), lambda number, _: interrupts.append(1)):
+                finished = self.train(X_train, X_val, epochs, lambda: bool(interrupts))
+            if interrupts and not finished:
+                raise KeyboardInterrupt("saved in {}; train() again continues at epoch {}, "
+                                        "batch {}".format(self.out_dir, self.epoch + 1,
+                                                          self.batch + 1))
+            return finished
+        stop_requested = stop_requested or (lambda: False)
         X_train, X_val = self.checked(X_train, X_val, epochs)
         batch_size = self.settings.batch_size
         self.epochs = epochs

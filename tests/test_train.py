@@ -218,6 +218,39 @@ def test_restore_refuses_a_run_of_other_settings_but_takes_a_new_lr(small_data, 
     assert (faster.epoch, faster.batch) == (0, 3)
 
 
+def test_an_interrupt_in_a_notebook_stops_at_a_batch_saved_and_continues_exactly(
+        small_data, tmp_path):
+    """The notebook's interrupt (SIGINT) during run.train() raised KeyboardInterrupt
+    inside a training step, whose updates Theano makes in place: some made, some
+    not, and nothing saved since the epoch before."""
+    X_train, X_val, _ = small_data
+    whole = train.Run(settings(), str(tmp_path / "whole"), log=quiet)
+    assert whole.train(X_train, X_val, 2)
+    run = train.Run(settings(), str(tmp_path / "parts"), log=quiet)
+    steps, step = itertools.count(1), run.compiled.train_fn
+
+    def interrupted_step(batch):  # the interrupt comes during the 8th step
+        if next(steps) == 8:
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(batch)
+    run.compiled = run.compiled._replace(train_fn=interrupted_step)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        run.train(X_train, X_val, 2)
+    assert str(stopped.value) == ("saved in {}; train() again continues at epoch 2, batch 3"
+                                  .format(tmp_path / "parts"))
+    saved = train.load_checkpoint(str(tmp_path / "parts" / "checkpoint.npz"))
+    assert (saved.epoch, saved.batch) == (run.epoch, run.batch) == (1, 2)  # 6 batches an epoch
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # as before
+    run.compiled = run.compiled._replace(train_fn=step)
+    assert run.train(X_train, X_val, 2)  # continued in the notebook
+    resumed = train.Run(settings(), str(tmp_path / "parts"), log=quiet)
+    resumed.restore(saved)  # or from what was saved
+    assert resumed.train(X_train, X_val, 2)
+    for a, b, c in zip(params_of(whole), params_of(run), params_of(resumed)):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small_data, tmp_path):
     X_train, X_val, _ = small_data
     run = train.Run(settings(), str(tmp_path), log=quiet)

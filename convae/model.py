@@ -7,6 +7,7 @@ convolution whose filters *are* the matching encoder convolution's filters
 (tied weights). Variable names follow the post.
 """
 import lasagne
+import theano
 from lasagne.layers import (Conv2DLayer, Deconv2DLayer, DenseLayer,
                             FlattenLayer, InputLayer, MaxPool2DLayer,
                             ReshapeLayer, Upscale2DLayer, dropout)
@@ -16,16 +17,21 @@ from lasagne.nonlinearities import tanh
 def build_convolutional_autoencoder(input_var=None):
     """Build the post's network and return its output layer.
 
-    input_var: a Theano 4-D tensor of shape (batch, 1, 28, 28), or None for a
-    fresh ``T.tensor4``. Pixel values are expected in [0, 1).
+    input_var: a Theano 4-D tensor of shape (batch, 1, 28, 28) of floatX, the
+    parameters' dtype (a float64 one failed to compile, in Theano's words
+    about "conv_dnn" and "conv_gemm"), or None for a fresh ``T.tensor4``.
+    Pixel values are expected in [0, 1).
 
     Output: (batch, 1, 28, 28) reconstructions. Every layer carries its post
     variable name as ``layer.name``; the 256-unit code is ``'auto_dense1A'``.
     """
-    if input_var is not None and getattr(input_var, "ndim", None) != 4:
+    if input_var is not None and (getattr(input_var, "ndim", None) != 4 or
+                                  getattr(input_var, "dtype", None) != theano.config.floatX):
         raise ValueError(
-            "input_var must be a 4-D Theano tensor (batch, 1, 28, 28), got "
-            "{!r} with ndim={}".format(input_var, getattr(input_var, "ndim", None)))
+            "input_var must be a 4-D Theano tensor (batch, 1, 28, 28) of {} (T.tensor4() "
+            "makes one), got {!r} with ndim={}, dtype={}".format(
+                theano.config.floatX, input_var, getattr(input_var, "ndim", None),
+                getattr(input_var, "dtype", None)))
 
     l_in = InputLayer(shape=(None, 1, 28, 28), input_var=input_var,
                       name="l_in")

@@ -100,6 +100,16 @@ def test_rejects_an_input_var_that_is_not_4d():
         build_convolutional_autoencoder(T.matrix())
 
 
+def test_rejects_an_input_var_of_another_dtype_than_the_parameters():
+    """T.tensor4(dtype="float64") built a network that failed to compile, in
+    Theano's words about conv_dnn and conv_gemm."""
+    with pytest.raises(ValueError) as error:
+        build_convolutional_autoencoder(T.tensor4("x", dtype="float64"))
+    assert str(error.value) == (
+        "input_var must be a 4-D Theano tensor (batch, 1, 28, 28) of float32 (T.tensor4() "
+        "makes one), got x with ndim=4, dtype=float64")
+
+
 def test_forward_pass_on_real_mnist_matches_numpy(mnist_dir):
     images = data.read_idx(os.path.join(mnist_dir, "t10k-images-idx3-ubyte.gz"))
     x = (images[:8, None] / np.float32(256)).astype("float32")

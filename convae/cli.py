@@ -329,6 +329,21 @@ def signals_handled(numbers, handler):
 
 
 @contextlib.contextmanager
+def signals_noted(*numbers):
+    """Within the block, each of the signals ``numbers`` is appended to the list
+    the block is given, rather than stopping the program where it stands: the
+    loop that asks it stops where it can. After SIGHUP the terminal is gone,
+    and writing to it fails: output goes to /dev/null from then on."""
+    noted = []
+
+    def note(number, _):
+        noted.append(number)
+        forget_terminal_after_hangup(number)
+    with signals_handled(numbers, note):
+        yield noted
+
+
+@contextlib.contextmanager
 def stopping_signals_interrupt():
     """Within the block, SIGTERM (a batch scheduler, ``timeout``) and SIGHUP (a
     closed terminal) raise Interrupted, as Ctrl-C raises KeyboardInterrupt;

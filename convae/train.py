@@ -318,8 +318,7 @@ class Run:
         checkpoint as it was.
         """
         if stop_requested is None and threading.current_thread() is threading.main_thread():
-            interrupts = []
-            with cli.signals_handled((signal.SIGINT,), lambda number, _: interrupts.append(1)):
+            with cli.signals_noted(signal.SIGINT) as interrupts:
                 finished = self.train(X_train, X_val, epochs, lambda: bool(interrupts))
             if interrupts and not finished:
                 raise KeyboardInterrupt("saved in {}; train() again continues at epoch {}, "
@@ -511,13 +510,6 @@ def load_checkpoint(path):
     return saved
 
 
-def stop(number, stops):
-    """A stopping signal's handler: note it in ``stops``. After SIGHUP the terminal
-    is gone, and writing to it fails: output goes to /dev/null from then on."""
-    stops.append(number)
-    cli.forget_terminal_after_hangup(number)
-
-
 def prepare_data(settings, data_dir):
     """Training, validation and test images for ``settings`` (labels dropped);
     TrainingError for a limit beyond its split or too few images for a batch."""
@@ -592,9 +584,7 @@ def train_until_stopped(run, X_train, X_val, epochs):
     sends before it kills a job, or the SIGHUP of a closed terminal (an SSH
     session that dropped), which save the state at the current batch first.
     Returns the number of the signal that stopped it, or None."""
-    stops = []
-    with cli.signals_handled((signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
-                             lambda number, _: stop(number, stops)):
+    with cli.signals_noted(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as stops:
         finished = run.train(X_train, X_val, epochs, stop_requested=lambda: bool(stops))
     return None if finished else stops[0]
 

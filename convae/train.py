@@ -280,7 +280,9 @@ class Run:
         """X_train and X_val as floatX (N, 1, 28, 28) arrays, if ``train`` can run
         ``epochs`` on them here. Other images (8-bit or 0-255 pixels, flat ones),
         too few training images for a batch, no validation image or an
-        ``epochs`` that is not a positive integer are a ValueError saying so; an
+        ``epochs`` that is not a positive integer are a ValueError saying so,
+        as is an ``out_dir`` where the run's files cannot be written (a file,
+        say: found before an epoch is trained, not when it is to be saved); an
         ``out_dir`` holding another run's files (not restored into this Run),
         which training would overwrite, a TrainingError."""
         shape = self.network.output_shape[1:]
@@ -293,6 +295,7 @@ class Run:
             raise ValueError("X_val holds no images")
         if not cli.positive_int.accepts(epochs):
             raise ValueError("epochs={!r}, not {}".format(epochs, cli.positive_int.wanted))
+        cli.writable_directory(self.out_dir, "out_dir")
         earlier = [] if self.continues_out_dir else earlier_run(self.out_dir)
         if earlier:  # in a notebook, out_dir="runs/default" of a run of the command, say
             resume = self.path(files.CHECKPOINT_FILE) if files.CHECKPOINT_FILE in earlier else ""

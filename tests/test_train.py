@@ -92,6 +92,22 @@ def test_run_train_refuses_what_it_cannot_train_on_saying_what(small_data, tmp_p
     assert os.listdir(str(tmp_path)) == []
 
 
+def test_an_out_dir_that_cannot_hold_the_run_is_refused_before_training(small_data,
+                                                                        tmp_path):
+    """A notebook's Run(settings, "model.npz") trained a whole epoch, then failed
+    to save it, saying "File exists: model.npz"."""
+    X_train, X_val, _ = small_data
+    (tmp_path / "model.npz").write_bytes(b"")
+    for out, said in ((tmp_path / "model.npz", "not a directory"),
+                      (tmp_path / "model.npz" / "run", "model.npz is not a directory")):
+        run = train.Run(settings(), str(out), log=quiet)
+        run.compiled = run.compiled._replace(train_fn=None)  # a step would fail the test
+        with pytest.raises(ValueError) as error:
+            run.train(X_train, X_val, 1)
+        assert str(error.value).startswith("out_dir {}: ".format(out)), str(error.value)
+        assert said in str(error.value)
+
+
 def test_a_new_run_in_a_notebook_refuses_the_directory_of_an_earlier_one(small_data,
                                                                          tmp_path):
     """train.Run(settings, "runs/default") in a notebook overwrote the

@@ -280,7 +280,8 @@ class Run:
         """X_train and X_val as floatX (N, 1, 28, 28) arrays, if ``train`` can run
         ``epochs`` on them here. Other images (8-bit or 0-255 pixels, flat ones),
         too few training images for a batch, no validation image or an
-        ``epochs`` that is not a positive integer are a ValueError saying so,
+        ``epochs`` that is not a positive integer, or fewer than the run has
+        begun (it counts from the run's start), are a ValueError saying so,
         as is an ``out_dir`` where the run's files cannot be written (a file,
         say: found before an epoch is trained, not when it is to be saved); an
         ``out_dir`` holding another run's files (not restored into this Run),
@@ -295,6 +296,11 @@ class Run:
             raise ValueError("X_val holds no images")
         if not cli.positive_int.accepts(epochs):
             raise ValueError("epochs={!r}, not {}".format(epochs, cli.positive_int.wanted))
+        begun = epochs_begun(self.epoch, self.batch)
+        if epochs < begun:  # restored at epoch 5, train(3) would train nothing, saying nothing
+            raise ValueError("epochs={} is fewer than the {} epochs this run has begun "
+                             "(epochs counts from the run's start, not from here); give {} "
+                             "or more".format(epochs, begun, begun))
         cli.writable_directory(self.out_dir, "out_dir")
         earlier = [] if self.continues_out_dir else earlier_run(self.out_dir)
         if earlier:  # in a notebook, out_dir="runs/default" of a run of the command, say
@@ -483,6 +489,11 @@ def resumed_settings(saved, args):
     return settings, notes
 
 
+def epochs_begun(epoch, batch):
+    """Epochs a run has begun: ``epoch`` finished, and the next if ``batch`` batches of it are."""
+    return epoch + (1 if batch > 0 else 0)
+
+
 def resumed_epochs(saved, args):
     """The epochs a resumed run trains to, and a line if --epochs changed them.
 
@@ -491,7 +502,7 @@ def resumed_epochs(saved, args):
     """
     if args.epochs is None:
         return (saved.epochs if saved.epochs > 0 else DEFAULT_EPOCHS), []
-    begun = saved.epoch + (1 if saved.batch > 0 else 0)
+    begun = epochs_begun(saved.epoch, saved.batch)
     if args.epochs < begun:
         raise TrainingError("--resume: --epochs {} is fewer than the {} epochs the run has "
                             "begun; give {} or more".format(args.epochs, begun, begun))

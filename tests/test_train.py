@@ -234,6 +234,21 @@ def test_restore_refuses_a_run_of_other_settings_but_takes_a_new_lr(small_data, 
     assert (faster.epoch, faster.batch) == (0, 3)
 
 
+def test_training_to_fewer_epochs_than_begun_is_refused(small_data, tmp_path):
+    """In a notebook, run.train(X, V, 1) on a run two epochs into training returned
+    True at once and trained nothing, without a word: --resume --epochs 1 is refused."""
+    X_train, X_val, _ = small_data
+    run = train.Run(settings(), str(tmp_path), log=quiet)
+    assert not run.train(X_train, X_val, 3, stop_requested=lambda: (run.epoch, run.batch) == (1, 3))
+    with pytest.raises(ValueError) as error:
+        run.train(X_train, X_val, 1)
+    assert str(error.value) == ("epochs=1 is fewer than the 2 epochs this run has begun (epochs "
+                                "counts from the run's start, not from here); give 2 or more")
+    assert (run.epoch, run.batch, len(run.metrics)) == (1, 3, 1)
+    assert run.train(X_train, X_val, 2)  # the begun epoch, finished
+    assert (run.epoch, run.batch, len(run.metrics)) == (2, 0, 2)
+
+
 def test_an_interrupt_in_a_notebook_stops_at_a_batch_saved_and_continues_exactly(
         small_data, tmp_path):
     """The notebook's interrupt (SIGINT) during run.train() raised KeyboardInterrupt

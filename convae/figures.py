@@ -7,12 +7,14 @@ floats in [0, 1]. ``convae.codec.Codec`` computes what they show from a
 trained network: reconstructions, the 256-unit codes, decoded codes.
 """
 import json
+import numbers
 import os
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from convae import cli
 from convae.files import write_atomically
 
 # The figure formats a file name may ask for by its extension: matplotlib
@@ -32,8 +34,15 @@ METRIC_KEYS = frozenset(("epoch", "train_loss", "val_loss"))
 def pick_indices(labels, indices=None, n=None, seed=0):
     """Test-set indices to show: given ones, n random ones, or the first of each class.
 
-    ValueError for an index outside the test set, or more than MAX_PAIRS.
+    ValueError for an index that is not a whole number within the test set,
+    an ``n`` that is not a positive integer, or more than MAX_PAIRS.
     """
+    not_whole = [i for i in indices or () if not isinstance(i, numbers.Integral)
+                 or isinstance(i, bool)]
+    if not_whole:
+        raise ValueError("indices must be whole numbers, got {!r}".format(not_whole[0]))
+    if n is not None and not cli.positive_int.accepts(n):
+        raise ValueError("n={!r}, not {}".format(n, cli.positive_int.wanted))
     if len(indices or ()) > MAX_PAIRS or (n or 0) > MAX_PAIRS:
         raise ValueError("a figure shows at most {} digits; {} asked for".format(
             MAX_PAIRS, len(indices) if indices else n))
@@ -42,9 +51,9 @@ def pick_indices(labels, indices=None, n=None, seed=0):
         if bad:
             raise ValueError("index {} out of range: the test set has {} images "
                              "(0 to {})".format(bad[0], len(labels), len(labels) - 1))
-        return list(indices)
+        return [int(i) for i in indices]
     if n is not None:
-        if not 0 < n <= len(labels):
+        if n > len(labels):
             raise ValueError("--n must be between 1 and {}".format(len(labels)))
         return sorted(np.random.RandomState(seed).choice(len(labels), n,
                                                          replace=False).tolist())

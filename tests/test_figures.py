@@ -214,6 +214,22 @@ def test_default_picks_one_of_each_class(digits):
     assert figures.pick_indices(y, n=5, seed=1) == figures.pick_indices(y, n=5, seed=1)
 
 
+@pytest.mark.parametrize("asked, message", [
+    (dict(indices=[0, 1.5]), "indices must be whole numbers, got 1.5"),
+    (dict(indices=[1, True]), "indices must be whole numbers, got True"),
+    (dict(n=2.5), "n=2.5, not a positive integer"),
+    (dict(n="5"), "n='5', not a positive integer"),
+])
+def test_picked_indices_are_whole_numbers(digits, asked, message):
+    """In Python, pick_indices(y, indices=[1.5]) returned [1.5], which failed
+    later in NumPy's indexing; n=2.5 failed in NumPy's sampling."""
+    _, y = digits
+    with pytest.raises(ValueError) as error:
+        figures.pick_indices(y, **asked)
+    assert str(error.value) == message
+    assert figures.pick_indices(y, indices=[np.int64(3), 4]) == [3, 4]
+
+
 def test_the_most_pairs_fit_in_a_picture_matplotlib_can_draw(digits):
     x, _ = digits
     fig = figures.reconstruction_figure(x[:3], x[:3])

@@ -204,7 +204,7 @@ def with_first_step(result, launched):
 def last_line(text, code):
     """The last non-blank line of a failed child's standard error, or its exit code."""
     said = [line for line in text.splitlines() if line.strip()]
-    return said[-1] if said else "exit code {}".format(code)
+    return said[-1] if said else "ended with exit code {}, saying nothing".format(code)
 
 
 class BenchError(ValueError):
@@ -366,7 +366,9 @@ def bench(args):
     check_threads(args)
     data_dir = check_data(args)
     if args.pytorch and not shutil.which(args.pytorch):
-        raise BenchError("--pytorch {}: no such Python".format(args.pytorch))
+        raise BenchError("--pytorch {}: {}".format(args.pytorch, (
+            "not a program (it cannot be run)" if os.path.isfile(args.pytorch)
+            else "no such Python")))
     report = {"batch_size": args.batch_size, "threads": args.threads}
     cold_dir = tempfile.mkdtemp(prefix="convae-bench-")
     try:

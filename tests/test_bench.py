@@ -79,6 +79,12 @@ def test_a_missing_pytorch_python_is_one_line_before_measuring(mnist_dir, tmp_pa
     assert bench.main(["--data-dir", mnist_dir, "--pytorch", missing]) == 1
     err = capsys.readouterr().err.strip()
     assert err == "python -m convae.bench: error: --pytorch {}: no such Python".format(missing)
+    not_a_program = tmp_path / "notes.txt"  # a file that exists: "no such Python" misled
+    not_a_program.write_text("torch\n")
+    assert bench.main(["--data-dir", mnist_dir, "--pytorch", str(not_a_program)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "python -m convae.bench: error: --pytorch {}: not a program (it cannot be "
+        "run)".format(not_a_program))
 
 
 def test_more_threads_than_cpus_to_run_them_are_refused(mnist_dir, capsys, monkeypatch):
@@ -196,6 +202,15 @@ def test_a_child_that_fails_in_its_turn_is_one_line_and_none_is_left(tmp_path):
     size = (tmp_path / "log").stat().st_size
     subprocess.run(["sleep", "0.3"])
     assert (tmp_path / "log").stat().st_size == size
+
+
+def test_a_child_that_ends_without_a_word_says_so(tmp_path):
+    """`--pytorch /bin/true` said "--pytorch /bin/true: exit code 0", an error
+    that read as a success."""
+    quiet = ("--pytorch /bin/true", [sys.executable, "-c", "pass"], dict(os.environ))
+    with pytest.raises(bench.BenchError) as raised:
+        bench.take_turns([turn_taker(tmp_path, "convae"), quiet], rounds=3)
+    assert str(raised.value) == "--pytorch /bin/true: ended with exit code 0, saying nothing"
 
 
 def test_the_timing_file_runs_without_convae_as_bench_pytorch_runs_it():

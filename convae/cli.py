@@ -275,9 +275,15 @@ def point_at_devnull(*streams):
 def say(line):
     """Print one line of a command's report on standard output, at once. A
     write that fails (``> log`` on a full disk, ``| head -1`` whose reader has
-    gone) raises OSError naming standard output."""
+    gone) raises OSError naming standard output. A character the output's
+    encoding lacks (a path's "é" under PYTHONIOENCODING=ascii) is written as
+    Python escapes it (``\\xe9``), as standard error writes it."""
     try:
-        print(line, flush=True)
+        try:
+            print(line, flush=True)
+        except UnicodeEncodeError:
+            encoding = sys.stdout.encoding
+            print(line.encode(encoding, "backslashreplace").decode(encoding), flush=True)
     except OSError as e:
         raise OSError(e.errno, e.strerror, STDOUT) from None
 

@@ -541,6 +541,19 @@ def test_report_lines_that_cannot_be_written_cost_no_figure(mnist_dir, tmp_path,
     assert (tmp_path / "pairs.png").read_bytes().startswith(MAGIC["png"])
 
 
+def test_a_name_the_output_cannot_encode_is_written_escaped(mnist_dir, tmp_path):
+    """Under PYTHONIOENCODING=ascii, `--out ré.png` wrote the figure and then
+    failed on its "wrote" line: "error: 'ascii' codec can't encode character"."""
+    out = tmp_path / "r\u00e9.png"
+    done = subprocess.run([sys.executable, "scripts/reconstruct.py", "--data-dir", mnist_dir,
+                           "--n", "1", "--out", str(out)], cwd=REPO, capture_output=True,
+                          env=dict(os.environ, PYTHONIOENCODING="ascii"), timeout=300)
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert done.stdout.decode("ascii").splitlines()[-1] == "wrote {}".format(
+        tmp_path / "r\\xe9.png")
+    assert out.read_bytes().startswith(MAGIC["png"])
+
+
 def test_the_learning_curves_are_those_of_the_run_the_weights_come_from(tmp_path, capsys,
                                                                        monkeypatch):
     run = tmp_path / "run"

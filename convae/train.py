@@ -16,6 +16,7 @@ terminal) saves where it is and exits, and
 ``--epochs`` or ``--lr`` applies from there on; any other change is refused).
 """
 import argparse
+import errno
 import json
 import os
 import signal
@@ -593,6 +594,23 @@ def open_run(settings, out_dir, saved, epochs, notes):
     return run
 
 
+def lock_out(out):
+    """A descriptor holding the lock on the directory ``out``, or None where its
+    file system takes no locks (some NFS mounts: said in a line, and training
+    goes on). TrainingError where another convae-train holds it."""
+    try:
+        return files.lock(out)
+    except BlockingIOError:
+        raise TrainingError("--out {}: another convae-train is running there; let it "
+                            "finish, or choose another --out".format(out))
+    except OSError as e:  # said "error: No locks available", naming nothing
+        if e.errno != errno.ENOLCK:
+            raise
+    cli.say("--out {}: its file system takes no locks, so nothing would stop a second "
+            "convae-train there".format(out))
+    return None
+
+
 def train_until_stopped(run, X_train, X_val, epochs):
     """``run.train`` until done, or until Ctrl-C, the SIGTERM a batch scheduler
     sends before it kills a job, or the SIGHUP of a closed terminal (an SSH
@@ -615,11 +633,7 @@ def main(argv=None):
             saved, settings, epochs, notes = run_to_start(args)
             X_train, X_val, X_test = prepare_data(settings, args.data_dir)
             made = files.make_directories(args.out)  # removed again if left empty
-            try:
-                lock = files.lock(args.out)
-            except BlockingIOError:
-                raise TrainingError("--out {}: another convae-train is running there; let it "
-                                    "finish, or choose another --out".format(args.out))
+            lock = lock_out(args.out)
             files.remove_temporaries(args.out, idle_s=0)  # no other run writes here now
             run = open_run(settings, args.out, saved, epochs, notes)
             stage = "while training"

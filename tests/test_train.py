@@ -726,6 +726,24 @@ def test_a_second_run_in_the_same_out_is_refused_while_the_first_runs(mnist_dir,
         (out / ".convae-tmp-writing").write_bytes(b"half written")
 
 
+def test_an_out_on_a_file_system_without_locks_trains_and_says_so(mnist_dir, tmp_path, capsys,
+                                                                  monkeypatch):
+    """On a file system without flock (some NFS mounts) training stopped before
+    it began with "convae-train: error: No locks available", naming nothing."""
+    from convae import files
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(files.fcntl, "flock", no_locks)
+    out = tmp_path / "run"
+    assert train.main(["--data-dir", mnist_dir, "--epochs", "1", "--out", str(out)] + SMALL) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert said[0] == ("--out {}: its file system takes no locks, so nothing would stop a "
+                       "second convae-train there".format(out))
+    assert sorted(os.listdir(out)) == ["checkpoint.npz", "metrics.jsonl", "model.npz",
+                                       "test.json"]
+
+
 @pytest.mark.parametrize("flag, value, message", [
     ("--limit-train", "50001", "--limit-train 50001 is more than the 50000 training images "
      "of mnist"),

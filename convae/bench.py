@@ -22,6 +22,11 @@ more than those are refused. Measured on real MNIST in fresh child processes
   ``kernel_ms`` (for each convolution at this batch size and thread count,
   the milliseconds each kernel that can run it took when it was measured
   on this machine, see ``convae.runtime.kernel_choice``);
+* ``cpu_wait_share``: the seconds convae's threads waited, runnable, for a
+  CPU per second they timed (0.0-0.02 on a quiet machine), and
+  ``kernels_unmeasured``: the correlations whose kernel measurement other
+  programs disturbed, run on the rule's pick; either says a busy machine,
+  with a warning on standard error;
 * with ``--pytorch PYTHON``: ``scripts/bench_pytorch.py`` (the same network
   in PyTorch, CPU eager, timed by the same code) run by that Python on the
   same batches and threads, taking turns with convae's measuring child round
@@ -143,20 +148,41 @@ def measure(args):
     run.train_fn(batches[0])
     result = {"compile_s": compile_s, "first_step_done": time.time()}
     if not args.compile_only:
-        rates = interleaved_rates({
+        rates, cpu_wait_share = with_cpu_wait(lambda before_round: interleaved_rates({
             "train_images_per_s": (lambda i: run.train_fn(batches[i % len(batches)]), size),
             "eval_images_per_s": (lambda i: run.val_fn(batches[i % len(batches)]), size),
             "sgemm_gflops": sgemm_step(args.threads)},
-            rounds=args.rounds or ROUNDS, before_round=turn_waiter() if args.turns else None)
+            rounds=args.rounds or ROUNDS, before_round=before_round),
+            turn_waiter() if args.turns else None)
         result.update(
             rates, forward_flops_per_image=forward_flops(run.network), blas=blas_description(),
             blas_core=openblas.core_name(), kernels=dict(sorted(corr.KERNELS_RUN.items())),
             kernel_ms={key: entry["ms"] for key, entry in sorted(
                 kernel_choice.kept_choices().items())
                 if " N={} ".format(size) in key
-                and key.endswith(" threads={}".format(args.threads))})
+                and key.endswith(" threads={}".format(args.threads))},
+            kernels_unmeasured=kernel_choice.unmeasured(), cpu_wait_share=cpu_wait_share)
     print(json.dumps(result))
     return 0
+
+
+def with_cpu_wait(rates_of, before_round):
+    """``rates_of(before_round)`` (timing.interleaved_rates with a ``before_round``
+    of its own, or None), and the seconds this process's threads waited, runnable,
+    for a CPU per second of that timing (``kernel_choice.waited``; the time spent
+    in ``before_round``, waiting for a turn, is not timing): above
+    ``kernel_choice.STEADY_WAIT``, other programs had the CPUs."""
+    from convae.runtime.kernel_choice import waited
+    turns = []
+
+    def timed_turn():
+        start = time.perf_counter()
+        before_round()
+        turns.append(time.perf_counter() - start)
+    start, waited_before = time.perf_counter(), waited()
+    rates = rates_of(timed_turn if before_round is not None else None)
+    timed = time.perf_counter() - start - sum(turns)
+    return rates, round((waited() - waited_before) / timed, 3)
 
 
 def convae_command(args, compiledir, compile_only=False, no_function_cache=False,
@@ -398,6 +424,7 @@ def bench(args):
         first_step_warm_s=round(warm["first_step_s"], 2),
         cpu=cpu_description(), blas=warm["blas"], blas_core=warm["blas_core"],
         kernels=warm["kernels"], kernel_ms=warm["kernel_ms"],
+        kernels_unmeasured=warm["kernels_unmeasured"], cpu_wait_share=warm["cpu_wait_share"],
         theano_defaults=default_flags(user_settings()))
     if args.pytorch:
         report.update(
@@ -415,11 +442,32 @@ def bench(args):
                              "the BLAS's real speed".format(name, report[name],
                                                             report["sgemm_gflops"],
                                                             report["blas_core"]))
+    busy = busy_warning(report)
+    if busy:
+        print("python -m convae.bench: warning: " + busy, file=sys.stderr)
     if not args.json:
         for key, value in report.items():
             cli.say("# {:24s} {}".format(key, value))
     cli.say(json.dumps(report))
     return 0
+
+
+def busy_warning(report):
+    """A line saying so where other programs had the CPUs while convae's
+    measuring child ran (``cpu_wait_share``, ``kernels_unmeasured``), else None."""
+    from convae.runtime.kernel_choice import STEADY_WAIT
+    said = []
+    if report["cpu_wait_share"] > STEADY_WAIT:
+        said.append("convae's threads waited for a CPU {} s per second timed".format(
+            report["cpu_wait_share"]))
+    unmeasured = len(report["kernels_unmeasured"])
+    if unmeasured:
+        said.append("{} correlation{} ran the widest kernel unmeasured".format(
+            unmeasured, "" if unmeasured == 1 else "s"))
+    if not said:
+        return None
+    return ("other programs were running ({}): these rates understate this machine; "
+            "measure again with nothing else running".format("; ".join(said)))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -35,15 +36,18 @@ def test_no_mnist_anywhere_is_one_line(tmp_path, capsys, monkeypatch):
     assert "has no train-images-idx3-ubyte.gz, and it could not be downloaded" in err
 
 
-def fake_measuring(monkeypatch, sgemm_gflops):
-    """Make the benchmark's children return set results, with a given sgemm reference."""
+def fake_measuring(monkeypatch, sgemm_gflops, cpu_wait_share=0.01, kernels_unmeasured=()):
+    """Make the benchmark's children return set results, with a given sgemm reference
+    (and, as a busy machine leaves them, waits for a CPU and unmeasured kernels)."""
     def child(args, compiledir, compile_only, no_function_cache=False):
         return dict(compile_s=1.0, first_step_s=2.0, train_images_per_s=2000.0,
                     eval_images_per_s=6000.0, forward_flops_per_image=8.921e6,
                     sgemm_gflops=sgemm_gflops, blas="OpenBLAS", blas_core="Prescott",
                     kernels={"forward C=32 F=32 12x12 filter 5x5": "avx2"},
                     kernel_ms={"forward N=128 C=32 F=32 12x12 filter 5x5 threads=2":
-                               {"avx2": 3.1, "blas": 4.2}})
+                               {"avx2": 3.1, "blas": 4.2}},
+                    kernels_unmeasured=list(kernels_unmeasured),
+                    cpu_wait_share=cpu_wait_share)
 
     def measure_in_turns(args, compiledir, data_dir):
         torch = {"train_images_per_s": 800.0, "eval_images_per_s": 2000.0,
@@ -70,6 +74,50 @@ def test_an_efficiency_above_one_is_an_error_not_a_number(mnist_dir, capsys, mon
     family = [line.split(":")[1].strip() for line in first.splitlines()
               if line.startswith(("cpu family", "model\t"))]
     assert report["cpu"]["family_model"] == "/".join(family)
+
+
+@pytest.mark.parametrize("wait, unmeasured, said", [
+    (0.43, [], "convae's threads waited for a CPU 0.43 s per second timed"),
+    (0.02, ["grad_weights N=128 C=1 F=32 28x28 filter 7x7 threads=2"],
+     "1 correlation ran the widest kernel unmeasured"),
+    (0.02, [], None)])
+def test_a_busy_machine_is_reported_with_its_numbers(mnist_dir, capsys, monkeypatch, wait,
+                                                     unmeasured, said):
+    """Other programs running beside the benchmark left no trace in its report."""
+    fake_measuring(monkeypatch, 240.0, wait, unmeasured)
+    assert bench.main(["--data-dir", mnist_dir, "--no-cold", "--json"]) == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert (report["cpu_wait_share"], report["kernels_unmeasured"]) == (wait, unmeasured)
+    assert err == ("" if said is None else "python -m convae.bench: warning: other programs "
+                   "were running ({}): these rates understate this machine; measure again "
+                   "with nothing else running\n".format(said))
+
+
+def test_the_wait_for_a_cpu_is_measured_over_the_timing_not_the_turns():
+    """With a busy program on every CPU, a thread timing windows waits for a CPU
+    about a third of the time; the turns' waits (blocked, 1.5 s a round here, 3x
+    the timing) are left out, or the share would read 0.08, as on a quiet machine."""
+    from convae.runtime.kernel_choice import STEADY_WAIT
+
+    def spin(_):
+        start = time.perf_counter()
+        while time.perf_counter() - start < 0.01:
+            pass
+
+    def rates_of(before_round):
+        return timing.interleaved_rates({"spin": (spin, 1.0)}, rounds=2,
+                                        before_round=before_round)
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+               for _ in os.sched_getaffinity(0)]
+    try:
+        time.sleep(0.5)
+        rates, share = bench.with_cpu_wait(rates_of, lambda: time.sleep(1.5))
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    assert set(rates) == {"spin"} and share > STEADY_WAIT
 
 
 def test_a_missing_pytorch_python_is_one_line_before_measuring(mnist_dir, tmp_path, capsys,

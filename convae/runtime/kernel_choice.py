@@ -105,6 +105,12 @@ def chosen(correlation, candidates):
     return entry.get("kernel")
 
 
+def unmeasured():
+    """The correlations whose measurement other programs disturbed in this process,
+    sorted: each runs the rule's pick here, not a measured choice."""
+    return sorted(_unsteady)
+
+
 def pick(seconds, default):
     """The kernel to keep, from {kernel: best time in seconds} and the rule's pick."""
     fastest = min(seconds, key=seconds.get)

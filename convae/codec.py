@@ -69,7 +69,8 @@ class Codec:
 
 def as_batch(values, shape, what, pixels=False):
     """values as a floatX array of shape (N,) + shape; ValueError, naming
-    ``what``, if it is not one, or if ``pixels`` and a value is not in [0, 1]."""
+    ``what``, if it is not one, if a value is NaN or infinite, or if ``pixels``
+    and a value is not in [0, 1]."""
     values = np.asarray(values)
     if values.shape[1:] != shape or values.ndim != len(shape) + 1:
         raise ValueError("{} must be an array of shape (N, {}), got shape {}".format(
@@ -78,6 +79,8 @@ def as_batch(values, shape, what, pixels=False):
         hint = " in [0, 1): divide 8-bit pixels by 256" if pixels else ""
         raise ValueError("{} must be floats{}, got {}".format(what, hint, values.dtype))
     values = values.astype(theano.config.floatX, copy=False)
+    if not np.isfinite(values).all():  # NaN codes decoded to NaN images without a word
+        raise ValueError("{} must be finite, got NaN or infinite values".format(what))
     if pixels and values.size and not (values.min() >= 0 and values.max() <= 1):
         # Pixels of 0-255 in a float array, or standardised ones: as wrong as
         # 8-bit pixels, and silent but for the garbage out.

@@ -164,6 +164,10 @@ def test_codec_loads_a_run_directory_as_the_commands_do(codec, digits, tmp_path)
      "got values from -0.5 to 1"),
     ("decode", np.zeros((2, 255), np.float32), "shape (N, 256), got shape (2, 255)"),
     ("decode", np.zeros((2, 256), np.int64), "codes must be floats, got int64"),
+    # NaN pixels were told to be divided by 256; NaN codes decoded without a word.
+    ("reconstruct", np.full((2, 1, 28, 28), np.nan, np.float32),
+     "images must be finite, got NaN or infinite values"),
+    ("decode", np.array([[0.5] * 255 + [np.inf]]), "codes must be finite, got NaN or infinite"),
 ])
 def test_codec_refuses_other_input_saying_what_it_takes(codec, call, values, message):
     with pytest.raises(ValueError) as raised:

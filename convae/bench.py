@@ -148,12 +148,11 @@ def measure(args):
     run.train_fn(batches[0])
     result = {"compile_s": compile_s, "first_step_done": time.time()}
     if not args.compile_only:
-        rates, cpu_wait_share = with_cpu_wait(lambda before_round: interleaved_rates({
+        rates, cpu_wait_share = rates_and_cpu_wait({
             "train_images_per_s": (lambda i: run.train_fn(batches[i % len(batches)]), size),
             "eval_images_per_s": (lambda i: run.val_fn(batches[i % len(batches)]), size),
             "sgemm_gflops": sgemm_step(args.threads)},
-            rounds=args.rounds or ROUNDS, before_round=before_round),
-            turn_waiter() if args.turns else None)
+            args.rounds or ROUNDS, turn_waiter() if args.turns else None)
         result.update(
             rates, forward_flops_per_image=forward_flops(run.network), blas=blas_description(),
             blas_core=openblas.core_name(), kernels=dict(sorted(corr.KERNELS_RUN.items())),
@@ -166,12 +165,11 @@ def measure(args):
     return 0
 
 
-def with_cpu_wait(rates_of, before_round):
-    """``rates_of(before_round)`` (timing.interleaved_rates with a ``before_round``
-    of its own, or None), and the seconds this process's threads waited, runnable,
-    for a CPU per second of that timing (``kernel_choice.waited``; the time spent
-    in ``before_round``, waiting for a turn, is not timing): above
-    ``kernel_choice.STEADY_WAIT``, other programs had the CPUs."""
+def rates_and_cpu_wait(timings, rounds, before_round=None):
+    """``timing.interleaved_rates(timings, rounds, before_round)``, and the seconds
+    this process's threads waited, runnable, for a CPU per second of that timing
+    (``kernel_choice.waited``; the time in ``before_round``, waiting for a turn,
+    is not timing): above ``kernel_choice.STEADY_WAIT``, other programs had the CPUs."""
     from convae.runtime.kernel_choice import waited
     turns = []
 
@@ -180,7 +178,7 @@ def with_cpu_wait(rates_of, before_round):
         before_round()
         turns.append(time.perf_counter() - start)
     start, waited_before = time.perf_counter(), waited()
-    rates = rates_of(timed_turn if before_round is not None else None)
+    rates = interleaved_rates(timings, rounds, timed_turn if before_round is not None else None)
     timed = time.perf_counter() - start - sum(turns)
     return rates, round((waited() - waited_before) / timed, 3)
 

@@ -105,14 +105,12 @@ def test_the_wait_for_a_cpu_is_measured_over_the_timing_not_the_turns():
         while time.perf_counter() - start < 0.01:
             pass
 
-    def rates_of(before_round):
-        return timing.interleaved_rates({"spin": (spin, 1.0)}, rounds=2,
-                                        before_round=before_round)
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
                for _ in os.sched_getaffinity(0)]
     try:
         time.sleep(0.5)
-        rates, share = bench.with_cpu_wait(rates_of, lambda: time.sleep(1.5))
+        rates, share = bench.rates_and_cpu_wait({"spin": (spin, 1.0)}, 2,
+                                                lambda: time.sleep(1.5))
     finally:
         for burner in burners:
             burner.kill()

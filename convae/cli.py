@@ -80,10 +80,13 @@ seed = Number(int, lambda v: 0 <= v <= MAX_SEED, "an integer from 0 to {}".forma
 def nonempty_path(text):
     """argparse type: a file or directory name, not empty (an empty name
     silently meant a default or the current directory, or failed naming
-    nothing), with a leading ``~`` expanded: the shell leaves it in
-    ``--out=~/runs/x``, which made a directory named ``~`` here."""
+    nothing) and not ``-``, with a leading ``~`` expanded: the shell leaves
+    it in ``--out=~/runs/x``, which made a directory named ``~`` here."""
     if not text:
         raise argparse.ArgumentTypeError("must name a file or directory, got ''")
+    if text == "-":  # to many tools standard input or output; here it made a file named "-"
+        raise argparse.ArgumentTypeError("'-' (standard input or output) is not taken: give "
+                                         "a file or directory name (./- for one named -)")
     return os.path.expanduser(text)
 
 

@@ -277,16 +277,21 @@ def test_reconstruct_refuses_foreign_weights_and_unwritable_output(mnist_dir, tm
     (make_figures, "--out-dir"), (make_figures, "--metrics"),
     (make_figures, "--denoising-weights"), (export, "--out"), (export, "--weights"),
     (train, "--out"), (train, "--data-dir"), (bench, "--data-dir"), (bench, "--pytorch")])
-def test_an_empty_name_for_a_path_flag_is_a_usage_error(command, flag, capsys, tmp_path,
-                                                        monkeypatch):
-    # Before, some fell back to a default or the current directory, others
-    # failed after their work naming nothing (or a temporary file).
+@pytest.mark.parametrize("name, message", [
+    ("", "must name a file or directory, got ''"),
+    ("-", "'-' (standard input or output) is not taken: give a file or directory name "
+     "(./- for one named -)")])
+def test_an_empty_name_or_a_dash_for_a_path_flag_is_a_usage_error(
+        command, flag, name, message, capsys, tmp_path, monkeypatch):
+    # Before, an empty name fell back to a default or the current directory,
+    # or failed after the work naming nothing (or a temporary file); "-",
+    # standard output to many tools, made a file or directory named "-".
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as done:
-        command.main([flag, ""])
+        command.main([flag, name])
     err = capsys.readouterr().err.splitlines()[-1]
     assert done.value.code == 2
-    assert err.endswith("error: argument {}: must name a file or directory, got ''".format(flag))
+    assert err.endswith("error: argument {}: {}".format(flag, message))
     assert os.listdir(tmp_path) == []
 
 

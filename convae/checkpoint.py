@@ -107,4 +107,8 @@ def load(path, setting_names):
             rng_state=("MT19937", saved["rng_keys"], int(pos), int(has_gauss), float(gauss)),
             epochs=int(saved["epochs"]) if "epochs" in saved else -1, path=path)
     except (ValueError, KeyError, TypeError) as e:
+        if "arr_0" in saved and "settings" not in saved:  # the reverse: files.load_params
+            raise CheckpointError("{}: a parameter file (model.npz), not a convae-train "
+                                  "checkpoint: give the checkpoint.npz beside it, or the run "
+                                  "directory".format(path))
         raise _not_a_checkpoint(path, e)

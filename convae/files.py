@@ -235,11 +235,16 @@ def param_values(network):
     return {"arr_%d" % i: v for i, v in enumerate(values)}
 
 
-def parameter_file(path):
-    """``path``, or the MODEL_FILE in it if it is a run directory; a leading ``~``
+def in_run(path, name):
+    """``path``, or the file ``name`` in it if it is a run directory; a leading ``~``
     expanded, as the commands' flags have it (Python leaves it, unlike a shell)."""
     path = os.path.expanduser(path)
-    return os.path.join(path, MODEL_FILE) if os.path.isdir(path) else path
+    return os.path.join(path, name) if os.path.isdir(path) else path
+
+
+def parameter_file(path):
+    """``path``, or the MODEL_FILE in it if it is a run directory (see ``in_run``)."""
+    return in_run(path, MODEL_FILE)
 
 
 def load_params(path, network):

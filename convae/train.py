@@ -515,7 +515,10 @@ def resumed_epochs(saved, args):
 
 
 def load_checkpoint(path):
-    """The Checkpoint at ``path``, its settings those of a Settings (CheckpointError if not)."""
+    """The Checkpoint at ``path`` (a checkpoint.npz, or the run directory holding
+    it; a leading ``~`` expanded), its settings those of a Settings
+    (CheckpointError if not)."""
+    path = files.in_run(path, files.CHECKPOINT_FILE)
     saved = checkpoint.load(path, [field.name for field in fields(Settings)])
     try:
         Settings(**saved.settings)

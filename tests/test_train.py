@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import lasagne
-from convae import cli, train
+from convae import checkpoint, cli, train
 from convae.model import build_convolutional_autoencoder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -158,6 +158,16 @@ def test_a_notebook_s_paths_take_a_leading_tilde_as_the_flags_do(small_data, mni
                                   run.compiled.reconstruct_fn(X_val[:2]))
     X_test, _ = data.load_test_set("mnist", "~/mnist", fetch=False)
     assert X_test.shape == (10000, 1, 28, 28) and os.listdir(work) == []
+    # load_checkpoint: "~" too (it said "cannot be read"), and the run
+    # directory, as Codec and --weights take it (it said "Is a directory").
+    for path in ("~/runs/nb/checkpoint.npz", "~/runs/nb", str(home / "runs" / "nb")):
+        saved = train.load_checkpoint(path)
+        assert (saved.epoch, saved.path) == (1, str(home / "runs" / "nb" / "checkpoint.npz"))
+    with pytest.raises(checkpoint.CheckpointError) as error:
+        train.load_checkpoint("~/runs/nb/model.npz")
+    assert str(error.value) == (
+        "{}: a parameter file (model.npz), not a convae-train checkpoint: give the "
+        "checkpoint.npz beside it, or the run directory".format(home / "runs" / "nb" / "model.npz"))
 
 
 def test_an_epoch_is_saved_before_its_line_is_printed(small_data, tmp_path):

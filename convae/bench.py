@@ -23,16 +23,17 @@ more than those are refused. Measured on real MNIST in fresh child processes
   the milliseconds each kernel that can run it took when it was measured
   on this machine, see ``convae.runtime.kernel_choice``);
 * ``cpu_wait_share``: the seconds convae's threads waited, runnable, for a
-  CPU per second they timed (0.0-0.02 on a quiet machine), and
-  ``kernels_unmeasured``: the correlations whose kernel measurement other
-  programs disturbed, run on the rule's pick; either says a busy machine,
-  with a warning on standard error;
+  CPU per second they timed (0.0-0.02 on a quiet machine; see
+  ``convae.timing``), and ``kernels_unmeasured``: the correlations whose
+  kernel measurement other programs disturbed, run on the rule's pick;
+  either says a busy machine, with a warning on standard error;
 * with ``--pytorch PYTHON``: ``scripts/bench_pytorch.py`` (the same network
   in PyTorch, CPU eager, timed by the same code) run by that Python on the
   same batches and threads, taking turns with convae's measuring child round
   by round (see ``take_turns``): ``pytorch_train_images_per_s``,
   ``pytorch_eval_images_per_s`` and the ratios ``train_vs_pytorch``,
-  ``eval_vs_pytorch``;
+  ``eval_vs_pytorch``, and ``pytorch_cpu_wait_share`` (a busy machine
+  slowing PyTorch would flatter the ratios: warned of as convae's);
 * ``compile_cold_s`` / ``compile_warm_s``: getting the network and its three
   functions as the training command does, with an empty and with a filled
   compile directory (warm, that is loading them from convae's function cache,
@@ -52,7 +53,7 @@ import tempfile
 import time
 
 from convae import cli
-from convae.timing import READY, ROUNDS, interleaved_rates, turn_waiter
+from convae.timing import READY, ROUNDS, STEADY_WAIT, rates_and_cpu_wait, turn_waiter
 
 # Images in MNIST's training set, less the validation set.
 TRAINING_IMAGES = 50000
@@ -163,24 +164,6 @@ def measure(args):
             kernels_unmeasured=kernel_choice.unmeasured(), cpu_wait_share=cpu_wait_share)
     print(json.dumps(result))
     return 0
-
-
-def rates_and_cpu_wait(timings, rounds, before_round=None):
-    """``timing.interleaved_rates(timings, rounds, before_round)``, and the seconds
-    this process's threads waited, runnable, for a CPU per second of that timing
-    (``kernel_choice.waited``; the time in ``before_round``, waiting for a turn,
-    is not timing): above ``kernel_choice.STEADY_WAIT``, other programs had the CPUs."""
-    from convae.runtime.kernel_choice import waited
-    turns = []
-
-    def timed_turn():
-        start = time.perf_counter()
-        before_round()
-        turns.append(time.perf_counter() - start)
-    start, waited_before = time.perf_counter(), waited()
-    rates = interleaved_rates(timings, rounds, timed_turn if before_round is not None else None)
-    timed = time.perf_counter() - start - sum(turns)
-    return rates, round((waited() - waited_before) / timed, 3)
 
 
 def convae_command(args, compiledir, compile_only=False, no_function_cache=False,
@@ -432,7 +415,7 @@ def bench(args):
                                    / torch["train_images_per_s"], 2),
             eval_vs_pytorch=round(report["eval_images_per_s"]
                                   / torch["eval_images_per_s"], 2),
-            pytorch=torch["torch"])
+            pytorch_cpu_wait_share=torch["cpu_wait_share"], pytorch=torch["torch"])
     for name in ("train_efficiency", "eval_efficiency"):
         if report[name] > 1.0:
             raise BenchError("{} came out at {}: faster than the BLAS's own matrix product "
@@ -452,12 +435,11 @@ def bench(args):
 
 def busy_warning(report):
     """A line saying so where other programs had the CPUs while convae's
-    measuring child ran (``cpu_wait_share``, ``kernels_unmeasured``), else None."""
-    from convae.runtime.kernel_choice import STEADY_WAIT
-    said = []
-    if report["cpu_wait_share"] > STEADY_WAIT:
-        said.append("convae's threads waited for a CPU {} s per second timed".format(
-            report["cpu_wait_share"]))
+    measuring child ran (``cpu_wait_share``, ``kernels_unmeasured``) or
+    PyTorch's (``pytorch_cpu_wait_share``), else None."""
+    said = ["{}'s threads waited for a CPU {} s per second timed".format(who, report[key])
+            for who, key in (("convae", "cpu_wait_share"), ("PyTorch", "pytorch_cpu_wait_share"))
+            if report.get(key, 0) > STEADY_WAIT]
     unmeasured = len(report["kernels_unmeasured"])
     if unmeasured:
         said.append("{} correlation{} ran the widest kernel unmeasured".format(

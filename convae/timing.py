@@ -18,9 +18,14 @@ with ``--turns``, announces READY on its standard output before each round
 input before timing the round (see ``turn_waiter``), so that the benchmark
 lets exactly one of them time a round at a time, round by round.
 
+Whether other programs had the CPUs meanwhile is measured too (see
+``rates_and_cpu_wait``): the best window is what the cores can do only if
+some windows had them.
+
 Plain Python with no imports of convae's: ``scripts/bench_pytorch.py`` runs
 this file in PyTorch's environment, so that both sides are timed alike.
 """
+import os
 import sys
 import time
 
@@ -28,6 +33,15 @@ ROUNDS = 10
 WINDOW_S = 0.5
 # What a process taking turns prints when it waits for its next round.
 READY = "ready"
+# A timing during which the process's threads waited for a CPU, in all, for
+# more than this share of its time was disturbed by other programs (and a
+# kernel choice is not kept from it). On an idle machine they waited 0-2% of
+# a training step's time, beside one busy program 50-90% (the Xeon of family
+# 6, model 207, 2 threads); a call that waited not at all was not disturbed,
+# busy machine or not.
+STEADY_WAIT = 0.1
+# Where Linux says how long each thread has waited for a CPU (schedstat's run_delay).
+TASKS_DIR = "/proc/self/task"
 
 
 def window_rate(step, work):
@@ -65,3 +79,37 @@ def turn_waiter():
         if not sys.stdin.readline():
             raise SystemExit("timing: standard input closed while waiting for a turn")
     return wait
+
+
+def waited():
+    """Seconds the process's threads have waited, runnable, for a CPU, in all
+    (Linux's schedstat run_delay, summed over threads); 0.0 where it cannot tell."""
+    total = 0
+    try:
+        tasks = os.listdir(TASKS_DIR)
+    except OSError:
+        tasks = []
+    for task in tasks:
+        try:
+            with open(os.path.join(TASKS_DIR, task, "schedstat")) as f:
+                total += int(f.read().split()[1])
+        except (OSError, ValueError, IndexError):  # a thread gone; no schedstat
+            pass
+    return total / 1e9
+
+
+def rates_and_cpu_wait(timings, rounds=ROUNDS, before_round=None):
+    """``interleaved_rates(timings, rounds, before_round)``, and the seconds this
+    process's threads waited, runnable, for a CPU per second of that timing
+    (see ``waited``; the time in ``before_round``, waiting for a turn, is not
+    timing): above STEADY_WAIT, other programs had the CPUs."""
+    turns = []
+
+    def timed_turn():
+        start = time.perf_counter()
+        before_round()
+        turns.append(time.perf_counter() - start)
+    start, waited_before = time.perf_counter(), waited()
+    rates = interleaved_rates(timings, rounds, timed_turn if before_round is not None else None)
+    timed = time.perf_counter() - start - sum(turns)
+    return rates, round((waited() - waited_before) / timed, 3)

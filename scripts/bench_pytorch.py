@@ -13,7 +13,9 @@ its own (see the README's Speed section), e.g.
 Prints one JSON object: train_images_per_s and eval_images_per_s at steady
 state, timed by the same code as convae's (``convae/timing.py``: the best of
 short windows, training and evaluation taking turns, on --batches batches
-in turn), threads, batch size and the PyTorch version.
+in turn), cpu_wait_share (how long its threads waited for a CPU per second
+timed: above 0.1, other programs had the CPUs), threads, batch size and the
+PyTorch version.
 ``python -m convae.bench --pytorch PYTHON`` runs it in the same run as
 convae's own measurement, with ``--turns``: its rounds of windows then take
 turns with convae's, one round at a time (see ``convae/timing.py``).
@@ -128,14 +130,14 @@ def main(argv=None):
         with torch.no_grad():
             return F.mse_loss(model(x), x).item()
 
-    rates = timing["interleaved_rates"]({
+    rates, cpu_wait_share = timing["rates_and_cpu_wait"]({
         "train_images_per_s": (train_step, args.batch_size),
         "eval_images_per_s": (eval_step, args.batch_size)},
         rounds=args.rounds or timing["ROUNDS"],
         before_round=timing["turn_waiter"]() if args.turns else None)
     print(json.dumps({**{name: round(value, 1) for name, value in rates.items()},
-                      "threads": args.threads, "batch_size": args.batch_size,
-                      "torch": torch.__version__}))
+                      "cpu_wait_share": cpu_wait_share, "threads": args.threads,
+                      "batch_size": args.batch_size, "torch": torch.__version__}))
     return 0
 
 

@@ -36,7 +36,8 @@ def test_no_mnist_anywhere_is_one_line(tmp_path, capsys, monkeypatch):
     assert "has no train-images-idx3-ubyte.gz, and it could not be downloaded" in err
 
 
-def fake_measuring(monkeypatch, sgemm_gflops, cpu_wait_share=0.01, kernels_unmeasured=()):
+def fake_measuring(monkeypatch, sgemm_gflops, cpu_wait_share=0.01, kernels_unmeasured=(),
+                   pytorch_cpu_wait_share=0.01):
     """Make the benchmark's children return set results, with a given sgemm reference
     (and, as a busy machine leaves them, waits for a CPU and unmeasured kernels)."""
     def child(args, compiledir, compile_only, no_function_cache=False):
@@ -51,7 +52,7 @@ def fake_measuring(monkeypatch, sgemm_gflops, cpu_wait_share=0.01, kernels_unmea
 
     def measure_in_turns(args, compiledir, data_dir):
         torch = {"train_images_per_s": 800.0, "eval_images_per_s": 2000.0,
-                 "torch": "2.13.0+cpu"}
+                 "torch": "2.13.0+cpu", "cpu_wait_share": pytorch_cpu_wait_share}
         return child(args, compiledir, False), (torch if args.pytorch else None)
     monkeypatch.setattr(bench, "child", child)
     monkeypatch.setattr(bench, "measure_in_turns", measure_in_turns)
@@ -76,19 +77,26 @@ def test_an_efficiency_above_one_is_an_error_not_a_number(mnist_dir, capsys, mon
     assert report["cpu"]["family_model"] == "/".join(family)
 
 
-@pytest.mark.parametrize("wait, unmeasured, said", [
-    (0.43, [], "convae's threads waited for a CPU 0.43 s per second timed"),
-    (0.02, ["grad_weights N=128 C=1 F=32 28x28 filter 7x7 threads=2"],
+@pytest.mark.parametrize("wait, unmeasured, torch_wait, said", [
+    (0.43, [], 0.02, "convae's threads waited for a CPU 0.43 s per second timed"),
+    (0.02, ["grad_weights N=128 C=1 F=32 28x28 filter 7x7 threads=2"], 0.02,
      "1 correlation ran the widest kernel unmeasured"),
-    (0.02, [], None)])
-def test_a_busy_machine_is_reported_with_its_numbers(mnist_dir, capsys, monkeypatch, wait,
-                                                     unmeasured, said):
+    # A busy machine slowing PyTorch's turns alone would flatter convae's ratios.
+    (0.02, [], 0.3, "PyTorch's threads waited for a CPU 0.3 s per second timed"),
+    (0.02, [], 0.02, None)])
+def test_a_busy_machine_is_reported_with_its_numbers(mnist_dir, tmp_path, capsys, monkeypatch,
+                                                     wait, unmeasured, torch_wait, said):
     """Other programs running beside the benchmark left no trace in its report."""
-    fake_measuring(monkeypatch, 240.0, wait, unmeasured)
-    assert bench.main(["--data-dir", mnist_dir, "--no-cold", "--json"]) == 0
+    fake_measuring(monkeypatch, 240.0, wait, unmeasured, torch_wait)
+    python = tmp_path / "python"  # a program, for the --pytorch check; never run here
+    python.write_text("#!/bin/sh\n")
+    python.chmod(0o755)
+    assert bench.main(["--data-dir", mnist_dir, "--no-cold", "--json",
+                       "--pytorch", str(python)]) == 0
     out, err = capsys.readouterr()
     report = json.loads(out)
-    assert (report["cpu_wait_share"], report["kernels_unmeasured"]) == (wait, unmeasured)
+    assert (report["cpu_wait_share"], report["kernels_unmeasured"],
+            report["pytorch_cpu_wait_share"]) == (wait, unmeasured, torch_wait)
     assert err == ("" if said is None else "python -m convae.bench: warning: other programs "
                    "were running ({}): these rates understate this machine; measure again "
                    "with nothing else running\n".format(said))
@@ -98,7 +106,6 @@ def test_the_wait_for_a_cpu_is_measured_over_the_timing_not_the_turns():
     """With a busy program on every CPU, a thread timing windows waits for a CPU
     about a third of the time; the turns' waits (blocked, 1.5 s a round here, 3x
     the timing) are left out, or the share would read 0.08, as on a quiet machine."""
-    from convae.runtime.kernel_choice import STEADY_WAIT
 
     def spin(_):
         start = time.perf_counter()
@@ -109,13 +116,13 @@ def test_the_wait_for_a_cpu_is_measured_over_the_timing_not_the_turns():
                for _ in os.sched_getaffinity(0)]
     try:
         time.sleep(0.5)
-        rates, share = bench.rates_and_cpu_wait({"spin": (spin, 1.0)}, 2,
-                                                lambda: time.sleep(1.5))
+        rates, share = timing.rates_and_cpu_wait({"spin": (spin, 1.0)}, 2,
+                                                 lambda: time.sleep(1.5))
     finally:
         for burner in burners:
             burner.kill()
             burner.wait()
-    assert set(rates) == {"spin"} and share > STEADY_WAIT
+    assert set(rates) == {"spin"} and share > timing.STEADY_WAIT
 
 
 def test_a_missing_pytorch_python_is_one_line_before_measuring(mnist_dir, tmp_path, capsys,
@@ -265,10 +272,11 @@ def test_the_timing_file_runs_without_convae_as_bench_pytorch_runs_it():
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "convae", "timing.py")
     code = ("import runpy, sys; sys.modules['convae'] = None; "
-            "t = runpy.run_path({!r}); print(sorted(t['interleaved_rates']("
-            "{{'x': (lambda i: None, 1.0)}}, rounds=1)))".format(path))
+            "t = runpy.run_path({!r}); rates, wait = t['rates_and_cpu_wait']("
+            "{{'x': (lambda i: None, 1.0)}}, rounds=1); print(sorted(rates), wait >= 0)"
+            .format(path))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0 and done.stdout.strip() == "['x']", done.stderr
+    assert done.returncode == 0 and done.stdout.strip() == "['x'] True", done.stderr
 
 
 def test_the_sgemm_window_leaves_openblas_on_the_networks_thread_count():
@@ -330,4 +338,18 @@ def test_bench_pytorch_reads_an_uncompressed_images_file_as_convae_does(mnist_di
     done = subprocess.run([python, script, "--data-dir", str(tmp_path), "--batches", "2",
                            "--rounds", "1"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["train_images_per_s"] > 0
+    result = json.loads(done.stdout)
+    assert result["train_images_per_s"] > 0 and 0 <= result["cpu_wait_share"] < 10
+
+
+def test_waited_sums_the_threads_waits_and_is_zero_where_linux_does_not_say(
+        tmp_path, monkeypatch):
+    for task, line in (("101", "5000 1500000000 7\n"), ("102", "9 250000000 1\n"),
+                       ("103", "garbled\n")):  # schedstat: run time, run_delay (ns), slices
+        (tmp_path / task).mkdir()
+        (tmp_path / task / "schedstat").write_text(line)
+    (tmp_path / "104").mkdir()  # a thread gone between listing and reading
+    monkeypatch.setattr(timing, "TASKS_DIR", str(tmp_path))
+    assert timing.waited() == 1.75
+    monkeypatch.setattr(timing, "TASKS_DIR", str(tmp_path / "no" / "such"))
+    assert timing.waited() == 0.0

@@ -486,17 +486,6 @@ def test_ctrl_c_while_the_correlations_run_reaches_the_program(tmp_path):
     assert ran.stdout.split() == ["interrupted"] * 5, ran.stdout + ran.stderr[-2000:]
 
 
-def test_waited_sums_the_threads_waits_and_is_zero_where_linux_does_not_say(
-        tmp_path, monkeypatch):
-    for task, line in (("101", "5000 1500000000 7\n"), ("102", "9 250000000 1\n"),
-                       ("103", "garbled\n")):  # schedstat: run time, run_delay (ns), slices
-        (tmp_path / task).mkdir()
-        (tmp_path / task / "schedstat").write_text(line)
-    (tmp_path / "104").mkdir()  # a thread gone between listing and reading
-    monkeypatch.setattr(kernel_choice, "TASKS_DIR", str(tmp_path))
-    assert kernel_choice.waited() == 1.75
-    monkeypatch.setattr(kernel_choice, "TASKS_DIR", str(tmp_path / "no" / "such"))
-    assert kernel_choice.waited() == 0.0
 
 
 def test_the_rules_pick_stays_unless_another_kernel_is_clearly_faster():

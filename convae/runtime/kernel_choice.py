@@ -31,18 +31,11 @@ import os
 import theano
 
 from convae.files import write_atomically
+from convae.timing import STEADY_WAIT, waited  # waited: the C asks it before and after timing
 
 FILE_NAME = "convae_kernels.json"
 # Another kernel replaces the rule's pick only if it takes under this share of its time.
 MARGIN = 0.9
-# A measurement is kept only if the process's threads waited for a CPU, in
-# all, for at most this share of its time. On an idle machine they waited
-# 0-2% of a training step's time, beside one busy program 50-90% (the Xeon of
-# family 6, model 207, 2 threads); a call that waited not at all was not
-# disturbed, busy machine or not.
-STEADY_WAIT = 0.1
-# Where Linux says how long each thread has waited for a CPU (schedstat's run_delay).
-TASKS_DIR = "/proc/self/task"
 
 _kept = None  # {cpu: {correlation: {"kernel": name, "ms": {name: time}}}}, once read
 _unsteady = {}  # {correlation: the rule's pick}, this process's, where the machine was busy
@@ -115,23 +108,6 @@ def pick(seconds, default):
     """The kernel to keep, from {kernel: best time in seconds} and the rule's pick."""
     fastest = min(seconds, key=seconds.get)
     return fastest if seconds[fastest] < MARGIN * seconds[default] else default
-
-
-def waited():
-    """Seconds the process's threads have waited, runnable, for a CPU, in all
-    (Linux's schedstat run_delay, summed over threads); 0.0 where it cannot tell."""
-    total = 0
-    try:
-        tasks = os.listdir(TASKS_DIR)
-    except OSError:
-        tasks = []
-    for task in tasks:
-        try:
-            with open(os.path.join(TASKS_DIR, task, "schedstat")) as f:
-                total += int(f.read().split()[1])
-        except (OSError, ValueError, IndexError):  # a thread gone; no schedstat
-            pass
-    return total / 1e9
 
 
 def remember(correlation, seconds, default, waited_before, timed):

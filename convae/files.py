@@ -237,7 +237,11 @@ def param_values(network):
 
 def in_run(path, name):
     """``path``, or the file ``name`` in it if it is a run directory; a leading ``~``
-    expanded, as the commands' flags have it (Python leaves it, unlike a shell)."""
+    expanded, as the commands' flags have it (Python leaves it, unlike a shell).
+    ValueError for an empty path (read, it failed as ": cannot be read")."""
+    if not path:
+        raise ValueError("an empty path names no file: give a {} or its run "
+                         "directory".format(name))
     path = os.path.expanduser(path)
     return os.path.join(path, name) if os.path.isdir(path) else path
 

@@ -152,6 +152,9 @@ def test_codec_loads_a_run_directory_as_the_commands_do(codec, digits, tmp_path)
     x = digits[0][:3]
     np.testing.assert_array_equal(Codec(str(tmp_path / "run")).reconstruct(x),
                                   codec.reconstruct(x))
+    with pytest.raises(ValueError) as error:  # it said ": cannot be read (No such file ...)"
+        Codec("")
+    assert str(error.value) == "an empty path names no file: give a model.npz or its run directory"
 
 
 @pytest.mark.parametrize("call,values,message", [

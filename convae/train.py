@@ -194,7 +194,12 @@ class Run:
 
     def __init__(self, settings, out_dir, log=cli.say, progress=False):
         """progress: a progress bar per epoch: True (always, as in a notebook),
-        None (where stderr is a terminal, as the command has it) or False."""
+        None (where stderr is a terminal, as the command has it) or False.
+        ValueError for an empty out_dir (the run's files went into the working
+        directory, where --out '' is refused)."""
+        if not out_dir:
+            raise ValueError("out_dir={!r} names no directory: give one ('.' for the working "
+                             "directory)".format(out_dir))
         self.settings = settings
         self.out_dir = os.path.expanduser(out_dir)  # as --out: "~/runs/x" made a "~" here
         self.log = log

@@ -106,6 +106,10 @@ def test_an_out_dir_that_cannot_hold_the_run_is_refused_before_training(small_da
             run.train(X_train, X_val, 1)
         assert str(error.value).startswith("out_dir {}: ".format(out)), str(error.value)
         assert said in str(error.value)
+    with pytest.raises(ValueError) as error:  # as --out '' is refused: it wrote into "."
+        train.Run(settings(), "", log=quiet)
+    assert str(error.value) == ("out_dir='' names no directory: give one ('.' for the working "
+                                "directory)")
 
 
 def test_a_new_run_in_a_notebook_refuses_the_directory_of_an_earlier_one(small_data,

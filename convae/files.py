@@ -238,7 +238,7 @@ def param_values(network):
 def in_run(path, name):
     """``path``, or the file ``name`` in it if it is a run directory; a leading ``~``
     expanded, as the commands' flags have it (Python leaves it, unlike a shell).
-    ValueError for an empty path (read, it failed as ": cannot be read")."""
+    ValueError for an empty path, which names no file."""
     if not path:
         raise ValueError("an empty path names no file: give a {} or its run "
                          "directory".format(name))

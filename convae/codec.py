@@ -79,13 +79,17 @@ def as_batch(values, shape, what, pixels=False):
         hint = " in [0, 1): divide 8-bit pixels by 256" if pixels else ""
         raise ValueError("{} must be floats{}, got {}".format(what, hint, values.dtype))
     values = values.astype(theano.config.floatX, copy=False)
-    if not np.isfinite(values).all():  # NaN codes decoded to NaN images without a word
+    if not values.size:
+        return values
+    low, high = values.min(), values.max()  # NaN if any value is NaN
+    if not (np.isfinite(low) and np.isfinite(high)):
+        # NaN codes decoded to NaN images without a word.
         raise ValueError("{} must be finite, got NaN or infinite values".format(what))
-    if pixels and values.size and not (values.min() >= 0 and values.max() <= 1):
+    if pixels and not (low >= 0 and high <= 1):
         # Pixels of 0-255 in a float array, or standardised ones: as wrong as
         # 8-bit pixels, and silent but for the garbage out.
         raise ValueError("{} must be floats in [0, 1): divide 8-bit pixels by 256, got "
-                         "values from {:g} to {:g}".format(what, values.min(), values.max()))
+                         "values from {:g} to {:g}".format(what, low, high))
     return values
 
 

@@ -72,6 +72,7 @@ class Number:
 
 
 positive_int = Number(int, lambda v: v >= 1, "a positive integer")
+whole_number = Number(int, lambda v: True, "a whole number")
 positive_float = Number(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
 fraction = Number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 seed = Number(int, lambda v: 0 <= v <= MAX_SEED, "an integer from 0 to {}".format(MAX_SEED))

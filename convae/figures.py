@@ -7,7 +7,6 @@ floats in [0, 1]. ``convae.codec.Codec`` computes what they show from a
 trained network: reconstructions, the 256-unit codes, decoded codes.
 """
 import json
-import numbers
 import os
 
 import numpy as np
@@ -37,8 +36,7 @@ def pick_indices(labels, indices=None, n=None, seed=0):
     ValueError for an index that is not a whole number within the test set,
     an ``n`` that is not a positive integer, or more than MAX_PAIRS.
     """
-    not_whole = [i for i in indices or () if not isinstance(i, numbers.Integral)
-                 or isinstance(i, bool)]
+    not_whole = [i for i in indices or () if not cli.whole_number.accepts(i)]
     if not_whole:
         raise ValueError("indices must be whole numbers, got {!r}".format(not_whole[0]))
     if n is not None and not cli.positive_int.accepts(n):

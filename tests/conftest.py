@@ -4,7 +4,10 @@ The MNIST files are read from ``$CONVAE_TEST_MNIST`` or ``../shared/data/mnist``
 beside the repository; they are never copied into the project. Theano's own
 compile cache (``~/.theano``) is shared by every test and test subprocess.
 """
+import contextlib
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -40,3 +43,22 @@ def aged():
         then = time.time() - seconds
         os.utime(path, (then, then))
     return age
+
+
+@pytest.fixture
+def busy_cpus():
+    """A context manager: within it, a busy program runs on every CPU this
+    process may use (about half of each is then this process's), half a
+    second in already."""
+    @contextlib.contextmanager
+    def busy():
+        burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                   for _ in os.sched_getaffinity(0)]
+        try:
+            time.sleep(0.5)
+            yield
+        finally:
+            for burner in burners:
+                burner.kill()
+                burner.wait()
+    return busy

@@ -102,7 +102,7 @@ def test_a_busy_machine_is_reported_with_its_numbers(mnist_dir, tmp_path, capsys
                    "with nothing else running\n".format(said))
 
 
-def test_the_wait_for_a_cpu_is_measured_over_the_timing_not_the_turns():
+def test_the_wait_for_a_cpu_is_measured_over_the_timing_not_the_turns(busy_cpus):
     """With a busy program on every CPU, a thread timing windows waits for a CPU
     about a third of the time; the turns' waits (blocked, 1.5 s a round here, 3x
     the timing) are left out, or the share would read 0.08, as on a quiet machine."""
@@ -112,16 +112,9 @@ def test_the_wait_for_a_cpu_is_measured_over_the_timing_not_the_turns():
         while time.perf_counter() - start < 0.01:
             pass
 
-    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-               for _ in os.sched_getaffinity(0)]
-    try:
-        time.sleep(0.5)
+    with busy_cpus():
         rates, share = timing.rates_and_cpu_wait({"spin": (spin, 1.0)}, 2,
                                                  lambda: time.sleep(1.5))
-    finally:
-        for burner in burners:
-            burner.kill()
-            burner.wait()
     assert set(rates) == {"spin"} and share > timing.STEADY_WAIT
 
 

@@ -5,11 +5,9 @@ against the Theano op it stands in for, on shapes of the post's network and
 on awkward ones (odd sizes, one image, a batch that does not split evenly).
 """
 import json
-import os
 import shutil
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -419,7 +417,7 @@ def test_a_damaged_or_unwritable_store_is_measured_afresh(kernel_store, monkeypa
     assert KERNELS_RUN and kernel_choice.kept_choices()
 
 
-def test_a_measurement_other_programs_disturbed_is_not_kept(kernel_store):
+def test_a_measurement_other_programs_disturbed_is_not_kept(kernel_store, busy_cpus):
     """Timed while another program had the CPUs (the test suite, a compile), a
     kept choice ran conv1's weight gradient on OpenBLAS for good on the Xeon of
     family 6, model 207: 3.0 ms a batch where AVX-512 takes 1.7, training at
@@ -432,19 +430,11 @@ def test_a_measurement_other_programs_disturbed_is_not_kept(kernel_store):
     expected = compiled(BatchedCorr("grad_weights", fitting[0]), bottom, top)
     b, t = T.tensor4(dtype="float32"), T.tensor4(dtype="float32")
     function = theano.function([b, t], BatchedCorr("grad_weights")(b, t))
-    # A busy program on every CPU this process may use: about half of each is ours.
-    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-               for _ in os.sched_getaffinity(0)]
-    try:
-        time.sleep(0.5)
+    with busy_cpus():  # about half of each CPU is ours
         KERNELS_RUN.clear()
         np.testing.assert_array_equal(function(bottom, top), expected)
         assert KERNELS_RUN == {"grad_weights C=32 F=32 12x13 filter 5x5": fitting[0]}
         assert not kernel_store.exists()
-    finally:
-        for burner in burners:
-            burner.kill()
-            burner.wait()
     KERNELS_RUN.clear()  # this process goes on with the rule's pick, not measuring again
     np.testing.assert_array_equal(function(bottom, top), expected)
     assert not kernel_store.exists()

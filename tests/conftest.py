@@ -5,6 +5,7 @@ beside the repository; they are never copied into the project. Theano's own
 compile cache (``~/.theano``) is shared by every test and test subprocess.
 """
 import contextlib
+import errno
 import os
 import subprocess
 import sys
@@ -62,3 +63,13 @@ def busy_cpus():
                 burner.kill()
                 burner.wait()
     return busy
+
+
+@pytest.fixture
+def no_locks(monkeypatch):
+    """flock fails as on a file system without locks (some NFS mounts: ENOLCK)."""
+    from convae import files
+
+    def flock(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(files.fcntl, "flock", flock)

@@ -1,6 +1,5 @@
 """Atomic writes: a failed write leaves the old file (and no directory it made), a good
 one has normal permissions; parameter files hold finite floating-point values."""
-import errno
 import os
 import signal
 import stat
@@ -172,13 +171,10 @@ def test_a_writer_killed_mid_write_leaves_what_the_next_write_clears(tmp_path, a
     assert os.listdir(tmp_path) == ["b.png"]
 
 
-def test_a_file_system_without_locks_still_takes_writes(tmp_path, monkeypatch, aged):
+def test_a_file_system_without_locks_still_takes_writes(tmp_path, no_locks, aged):
     """Some NFS mounts refuse flock (ENOLCK): a write works all the same, and
     a temporary file whose lock cannot be tried is kept, not taken for
     abandoned."""
-    def no_locks(fd, operation):
-        raise OSError(errno.ENOLCK, "No locks available")
-    monkeypatch.setattr(files.fcntl, "flock", no_locks)
     (tmp_path / ".convae-tmp-unknown").write_bytes(b"someone's, or nobody's")
     aged(tmp_path / ".convae-tmp-unknown")
     write_atomically(str(tmp_path / "figure.png"), lambda f: f.write(b"png"))

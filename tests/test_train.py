@@ -741,14 +741,9 @@ def test_a_second_run_in_the_same_out_is_refused_while_the_first_runs(mnist_dir,
 
 
 def test_an_out_on_a_file_system_without_locks_trains_and_says_so(mnist_dir, tmp_path, capsys,
-                                                                  monkeypatch):
+                                                                  no_locks):
     """On a file system without flock (some NFS mounts) training stopped before
     it began with "convae-train: error: No locks available", naming nothing."""
-    from convae import files
-
-    def no_locks(fd, operation):
-        raise OSError(errno.ENOLCK, "No locks available")
-    monkeypatch.setattr(files.fcntl, "flock", no_locks)
     out = tmp_path / "run"
     assert train.main(["--data-dir", mnist_dir, "--epochs", "1", "--out", str(out)] + SMALL) == 0
     said = capsys.readouterr().out.splitlines()

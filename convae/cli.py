@@ -12,8 +12,8 @@ import threading
 import traceback
 
 from convae import checkpoint, data
-from convae.files import (CHECKPOINT_FILE, SHIPPED_WEIGHTS, TEMPORARY_PREFIX, ParameterFileError,
-                          missing_directories, parameter_file)
+from convae.files import (CHECKPOINT_FILE, LINK_LOOP, SHIPPED_WEIGHTS, TEMPORARY_PREFIX,
+                          ParameterFileError, dead_link, missing_directories, parameter_file)
 
 # The errors of a disk that is full, or full for this user.
 OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -183,10 +183,10 @@ def _directory_problem(directory):
     if not os.path.isdir(existing):
         return "{} is not a directory".format(existing) if missing else "not a directory"
     # A dangling link (or a loop) looks missing, but no directory can be made there.
-    broken = next((path for path in missing if os.path.islink(path)), None)
+    broken = next(((path, dead_link(path)) for path in missing if dead_link(path)), None)
     if broken:
-        link = "a symbolic link leading nowhere (to {})".format(os.readlink(broken))
-        return link if broken == missing[0] else "{} is {}".format(broken, link)
+        path, link = broken
+        return link if path == missing[0] else "{} is {}".format(path, link)
     longest = max([len(os.fsencode(os.path.basename(path))) for path in missing] + [0])
     limit = _name_limit(existing)
     if longest > limit:
@@ -215,7 +215,11 @@ def writable_path(name):
     made by whatever writes it, if missing)."""
     if name.endswith(os.sep) or os.path.isdir(name):
         raise PathError("cannot write {}: it names a directory; give a file name".format(name))
-    directory = os.path.dirname(os.path.abspath(name))
+    if dead_link(name) == LINK_LOOP:
+        raise PathError("cannot write {}: it is {}".format(name, LINK_LOOP))
+    # A link to a file is written through, as the shell's > does: judge where.
+    directory = os.path.dirname(os.path.realpath(name) if os.path.islink(name)
+                                else os.path.abspath(name))
     problem = _directory_problem(directory)
     if problem:
         raise PathError("cannot write {}: {}: {}".format(name, directory, problem))

@@ -31,8 +31,8 @@ from typing import NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from convae.files import (make_directories, plain_file_mode, remove_abandoned, remove_empty,
-                          temporary_file)
+from convae.files import (dead_link, make_directories, plain_file_mode, remove_abandoned,
+                          remove_empty, temporary_file)
 
 FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -200,21 +200,13 @@ def _locate(directory, name):
     return None
 
 
-def _dead_link_target(path):
-    """Where ``path`` leads if it is a symbolic link to nothing (what it
-    linked to moved away), else None."""
-    return os.readlink(path) if os.path.islink(path) and not os.path.exists(path) else None
-
-
 def _absence(directory, name):
     """How ``directory`` lacks ``name``, for a message: 'has no NAME', or for a
     link leading nowhere (the files it linked to moved away; setup links
-    ../shared/data/mnist into the cache) 'has NAME only as a link to TARGET,
-    which does not exist'."""
-    target = _dead_link_target(os.path.join(directory, name))
-    if target:
-        return "has {} only as a link to {}, which does not exist".format(name, target)
-    return "has no " + name
+    ../shared/data/mnist into the cache) 'has NAME only as a symbolic link to
+    TARGET, which does not exist'."""
+    link = dead_link(os.path.join(directory, name))
+    return "has {} only as {}".format(name, link) if link else "has no " + name
 
 
 class _CannotWrite(Exception):
@@ -306,10 +298,9 @@ def dataset_files(dataset="mnist", data_dir=None, fetch=True, names=FILES):
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise DataError("{}: not a directory (the data directory must be one)".format(
             directory))
-    target = _dead_link_target(directory)
-    if target:
-        raise DataError("{}: a link to {}, which does not exist (the data directory must "
-                        "be one)".format(directory, target))
+    link = dead_link(directory)
+    if link:
+        raise DataError("{}: {} (the data directory must be one)".format(directory, link))
     paths, root = {}, _data_root()
     for name in names:
         path = _locate(directory, name)

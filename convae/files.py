@@ -11,6 +11,7 @@ holds a lock on its temporary file; one that no process holds, and none has
 written to for a minute, was left by a writer killed mid-write (SIGKILL, a
 power cut), and the next write in its directory removes it.
 """
+import errno
 import fcntl
 import glob
 import io
@@ -21,6 +22,8 @@ import time
 import numpy as np
 
 import lasagne
+
+LINK_LOOP = "a loop of symbolic links"  # what dead_link calls one
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 # The shipped runs (see the README): parameters of the default recipe, its
@@ -83,10 +86,10 @@ def write_files_atomically(writers):
             made += make_directories(directory)
             if directory not in [os.path.dirname(earlier) for _, earlier in pending]:
                 remove_temporaries(directory)  # once a directory, not once a file
-            fd, tmp, lock_fd = temporary_file(directory, TEMPORARY_PREFIX)
-            pending.append((tmp, target))
-            held.append(lock_fd)
-            try:
+            try:  # an error names the file asked for, not the temporary one
+                fd, tmp, lock_fd = temporary_file(directory, TEMPORARY_PREFIX)
+                pending.append((tmp, target))
+                held.append(lock_fd)
                 os.chmod(tmp, mode_bits)
                 with os.fdopen(fd, mode) as f:
                     write(f)
@@ -117,6 +120,22 @@ def missing_directories(directory):
         missing.append(path)
         path = os.path.dirname(path)
     return missing
+
+
+def dead_link(path):
+    """How the symbolic link ``path`` leads to no file, for a message ('a
+    symbolic link to TARGET, which does not exist', or 'a loop of symbolic
+    links'); None where ``path`` is no link or leads to a file."""
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return LINK_LOOP
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "a symbolic link to {}, which does not exist".format(os.readlink(path))
+    return None
 
 
 def make_directories(directory):

@@ -312,8 +312,16 @@ def test_a_data_directory_that_is_not_one_is_named(tmp_path):
     os.symlink(str(tmp_path / "moved"), tmp_path / "link")
     with pytest.raises(data.DataError) as error:
         data.dataset_files("mnist", str(tmp_path / "link"))
-    assert str(error.value) == ("{}: a link to {}, which does not exist (the data directory "
-                                "must be one)".format(tmp_path / "link", tmp_path / "moved"))
+    assert str(error.value) == ("{}: a symbolic link to {}, which does not exist (the data "
+                                "directory must be one)".format(tmp_path / "link",
+                                                                tmp_path / "moved"))
+    # A loop of links was 'a link to loop, which does not exist': loop exists.
+    os.symlink("link2", tmp_path / "loop")
+    os.symlink("loop", tmp_path / "link2")
+    with pytest.raises(data.DataError) as error:
+        data.dataset_files("mnist", str(tmp_path / "loop"))
+    assert str(error.value) == ("{}: a loop of symbolic links (the data directory must be "
+                                "one)".format(tmp_path / "loop"))
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):
@@ -427,8 +435,8 @@ def test_a_link_leading_nowhere_is_named_as_such(mirror, tmp_path):
     the link leads to. A download that works puts the file in the link's place."""
     gone = str(tmp_path / "moved" / TEST_LABELS)
     os.symlink(gone, tmp_path / TEST_LABELS)
-    said = "{} has {} only as a link to {}, which does not exist".format(tmp_path, TEST_LABELS,
-                                                                        gone)
+    said = "{} has {} only as a symbolic link to {}, which does not exist".format(
+        tmp_path, TEST_LABELS, gone)
     with pytest.raises(data.DataError) as error:
         data.download("mnist", TEST_LABELS, str(tmp_path), [mirror + "404/"])
     assert str(error.value).startswith(said + ", and it could not be downloaded")

@@ -328,12 +328,14 @@ def test_a_name_too_long_is_refused_before_any_work(command, argv, message, tmp_
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("target", ["/nonexistent/runs", "link"])  # dangling, a loop
+@pytest.mark.parametrize("target,said", [
+    ("/nonexistent/runs", "a symbolic link to /nonexistent/runs, which does not exist"),
+    ("link", "a loop of symbolic links")])  # once 'a symbolic link leading nowhere (to link)'
 @pytest.mark.parametrize("command,argv,shown", [
     (train, ["--out", "link", "--data-dir", "unused"], "--out link: "),
     (make_figures, ["--out-dir", "link"], "--out-dir link: "),
     (reconstruct, ["--out", "link/x.png"], "cannot write link/x.png: {cwd}/link: ")])
-def test_a_link_leading_nowhere_is_refused_before_any_work(command, argv, shown, target,
+def test_a_link_leading_nowhere_is_refused_before_any_work(command, argv, shown, target, said,
                                                            tmp_path, capsys, monkeypatch):
     # Before: "File exists: link", after the work, naming no flag.
     monkeypatch.chdir(tmp_path)
@@ -341,9 +343,29 @@ def test_a_link_leading_nowhere_is_refused_before_any_work(command, argv, shown,
     monkeypatch.setattr(cli, "weights_path", lambda path: pytest.fail("did work first"))
     assert command.main(argv) == 1
     err = capsys.readouterr().err
-    assert err.endswith(": error: {}a symbolic link leading nowhere (to {})\n".format(
-        shown.format(cwd=tmp_path), target))
+    assert err.endswith(": error: {}{}\n".format(shown.format(cwd=tmp_path), said))
     assert err.count("\n") == 1 and os.listdir(tmp_path) == ["link"]
+
+
+@pytest.mark.parametrize("command,out", [(reconstruct, "out.png"), (export, "out.onnx")])
+@pytest.mark.parametrize("target,said", [
+    ("/proc/version", "/proc: cannot write there (No such file or directory)"),
+    ("out.link", "it is a loop of symbolic links")])
+def test_a_file_link_that_cannot_be_written_through_is_refused_before_any_work(
+        command, out, target, said, tmp_path, capsys, monkeypatch):
+    """--out a link is written through, so where the link leads is judged.
+    Before, a link into /proc did the work and then failed naming a temporary
+    file ("No such file or directory: /proc/.convae-tmp-r7oj_z8j"); a loop of
+    links was replaced by the file, the link lost."""
+    monkeypatch.chdir(tmp_path)
+    os.symlink(target, out)
+    os.symlink(out, "out.link")
+    monkeypatch.setattr(cli, "weights_path", lambda path: pytest.fail("did work first"))
+    assert command.main(["--out", out]) == 1
+    err = capsys.readouterr().err
+    assert err.endswith(": error: cannot write {}: {}\n".format(out, said))
+    assert err.count("\n") == 1
+    assert os.readlink(out) == target and sorted(os.listdir(tmp_path)) == sorted([out, "out.link"])
 
 
 def test_a_failed_rename_is_reported_with_the_file_it_was_to_make():

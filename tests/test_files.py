@@ -114,6 +114,17 @@ def test_a_link_is_written_through_and_kept(tmp_path):
     assert sorted(os.listdir(tmp_path / "real")) == ["new.png", "old.png"]
 
 
+def test_a_write_that_cannot_begin_names_the_file_not_its_temporary(tmp_path):
+    """A link into /proc, where no file can be made: the error was
+    'No such file or directory: /proc/.convae-tmp-r7oj_z8j'."""
+    os.symlink("/proc/version", tmp_path / "out.png")
+    with pytest.raises(OSError) as error:
+        write_atomically(str(tmp_path / "out.png"), lambda f: f.write(b"png"))
+    assert error.value.strerror == "cannot write {}: No such file or directory".format(
+        tmp_path / "out.png")
+    assert os.listdir(tmp_path) == ["out.png"]
+
+
 def test_a_write_clears_what_a_writer_killed_beside_it_left(tmp_path, aged):
     """A temporary file that no process holds and none has touched for a
     minute was left by a writer killed mid-write: the next write in that

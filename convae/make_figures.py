@@ -1,4 +1,4 @@
-"""Regenerate every figure in ``figures/`` from the shipped (or given) weights.
+"""Regenerate the six figures of figures/ from the shipped (or given) weights.
 
 Usage: ``convae-figures`` (or ``python scripts/make_figures.py``). Writes
 reconstructions.png, learning_curves.png, filters.png, code_pca.png,

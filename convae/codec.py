@@ -76,7 +76,7 @@ def as_batch(values, shape, what, pixels=False):
         raise ValueError("{} must be an array of shape (N, {}), got shape {}".format(
             what, ", ".join(str(n) for n in shape), values.shape))
     if values.dtype.kind != "f":
-        hint = " in [0, 1): divide 8-bit pixels by 256" if pixels else ""
+        hint = _float_pixels_hint(values) if pixels else ""
         raise ValueError("{} must be floats{}, got {}".format(what, hint, values.dtype))
     values = values.astype(theano.config.floatX, copy=False)
     if not values.size:
@@ -91,6 +91,20 @@ def as_batch(values, shape, what, pixels=False):
         raise ValueError("{} must be floats in [0, 1): divide 8-bit pixels by 256, got "
                          "values from {:g} to {:g}".format(what, low, high))
     return values
+
+
+def _float_pixels_hint(values):
+    """How to make float pixels in [0, 1) of the integer or boolean ``values``:
+    8-bit ones are divided by 256, but binarized ones (0 and 1, or booleans)
+    divided by 256 would be near black, and pass every check."""
+    if values.dtype.kind not in "biu" or not values.size:
+        return " in [0, 1)"
+    low, high = values.min(), values.max()
+    if low >= 0 and high <= 1:
+        return " in [0, 1): convert binarized pixels (0 and 1) as they are, without dividing"
+    if low >= 0 and high <= 255:
+        return " in [0, 1): divide 8-bit pixels by 256"
+    return " in [0, 1)"
 
 
 def _apply(function, batch, out_shape):

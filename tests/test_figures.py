@@ -160,7 +160,15 @@ def test_codec_loads_a_run_directory_as_the_commands_do(codec, digits, tmp_path)
 @pytest.mark.parametrize("call,values,message", [
     ("reconstruct", np.zeros((2, 28, 28), np.float32), "shape (N, 1, 28, 28), got shape (2, 28, 28)"),
     ("encode", np.zeros((2, 3, 28, 28), np.float32), "got shape (2, 3, 28, 28)"),
-    ("reconstruct", np.zeros((2, 1, 28, 28), np.uint8), "divide 8-bit pixels by 256, got uint8"),
+    ("reconstruct", np.arange(2 * 784).reshape(2, 1, 28, 28) % 256,
+     "divide 8-bit pixels by 256, got int64"),
+    # Binarized digits were told to be divided by 256 too: near black, and accepted.
+    ("reconstruct", np.eye(28, dtype=bool)[None, None].repeat(2, 0),
+     "images must be floats in [0, 1): convert binarized pixels (0 and 1) as they are, "
+     "without dividing, got bool"),
+    ("encode", np.eye(28, dtype=np.uint8)[None, None], "(0 and 1) as they are, without "
+     "dividing, got uint8"),
+    ("encode", np.full((1, 1, 28, 28), -3), "images must be floats in [0, 1), got int64"),
     ("reconstruct", np.full((2, 1, 28, 28), 255, np.float32),
      "images must be floats in [0, 1): divide 8-bit pixels by 256, got values from 255 to 255"),
     ("encode", np.linspace(-0.5, 1, 2 * 784, dtype=np.float32).reshape(2, 1, 28, 28),

@@ -66,11 +66,11 @@ def _images(x):
 def _columns(**rows):
     """The rows' images (N, 28, 28) each, in the order given; ValueError unless
     every row holds as many (a short row would leave columns blank, a long
-    one lose images, without a word)."""
+    one lose images, without a word), and at least one."""
     images = {name: _images(x) for name, x in rows.items()}
     counts = {name: len(x) for name, x in images.items()}
-    if len(set(counts.values())) > 1:
-        raise ValueError("one column per image: got " + ", ".join(
+    if len(set(counts.values())) > 1 or not any(counts.values()):
+        raise ValueError("one column per image, and at least one: got " + ", ".join(
             "{} {}".format(count, name) for name, count in counts.items()))
     return list(images.values())
 
@@ -145,8 +145,14 @@ def learning_curves_figure(metrics):
 
 
 def filters_figure(filters):
-    """The first-layer filters (32, 5, 5) in a 4 x 8 grid, each scaled to its range."""
+    """The first-layer filters (32, 5, 5), or its W as Lasagne holds it (32, 1,
+    5, 5), in a 4 x 8 grid, each scaled to its range."""
     filters = np.asarray(filters)
+    if filters.shape == (32, 1, 5, 5):
+        filters = filters[:, 0]
+    if filters.shape != (32, 5, 5):  # 64 of them lost 32 without a word
+        raise ValueError("filters must be the first layer's, (32, 5, 5) or (32, 1, 5, 5), "
+                         "got shape {}".format(filters.shape))
     fig = Figure(figsize=(8, 4.4), dpi=100)
     axes = fig.subplots(4, 8)
     for ax, w in zip(axes.flat, filters):
@@ -158,7 +164,12 @@ def filters_figure(filters):
 
 
 def pca_2d(codes):
-    """Project codes (N, D) on their first two principal components -> (N, 2)."""
+    """Project codes (N, D) on their first two principal components -> (N, 2);
+    ValueError unless there are two (N and D at least 2)."""
+    codes = np.asarray(codes, dtype=np.float64)
+    if codes.ndim != 2 or min(codes.shape) < 2:
+        raise ValueError("codes must be (N, D) with N and D at least 2 for two principal "
+                         "components, got shape {}".format(codes.shape))
     centred = codes - codes.mean(axis=0)
     _, _, components = np.linalg.svd(centred, full_matrices=False)
     return centred @ components[:2].T
@@ -167,7 +178,7 @@ def pca_2d(codes):
 def code_pca_figure(codes, labels, classes):
     """Scatter of the codes' first two principal components, coloured by label
     (0-9), with ``classes``, the names of the labels, on the colour bar."""
-    points = pca_2d(np.asarray(codes, dtype=np.float64))
+    points = pca_2d(codes)
     fig = Figure(figsize=(6.5, 6), dpi=100)
     ax = fig.subplots()
     scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10",
@@ -183,7 +194,11 @@ def code_pca_figure(codes, labels, classes):
 
 
 def interpolate_codes(start, end, steps):
-    """Codes on the straight line from start to end (D,), as (steps, D)."""
+    """Codes on the straight line from start to end (D,), as (steps, D), both
+    ends included: ValueError unless ``steps`` is a whole number of 2 or more."""
+    if not (cli.whole_number.accepts(steps) and steps >= 2):
+        raise ValueError("steps={!r}, not a whole number of 2 or more (the line's two ends "
+                         "and the codes between them)".format(steps))
     weights = np.linspace(0, 1, steps)[:, None]
     return ((1 - weights) * start + weights * end).astype(np.float32)
 

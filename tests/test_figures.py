@@ -88,19 +88,44 @@ def test_filters_pca_interpolation_and_curves(codec, digits):
 
 @pytest.mark.parametrize("draw, message", [
     (lambda a: figures.reconstruction_figure(a, a[:5]),
-     "one column per image: got 10 originals, 5 reconstructions"),
+     "one column per image, and at least one: got 10 originals, 5 reconstructions"),
     (lambda a: figures.reconstruction_figure(a[:5], a),
-     "one column per image: got 5 originals, 10 reconstructions"),
+     "one column per image, and at least one: got 5 originals, 10 reconstructions"),
     (lambda a: figures.reconstruction_figure(a, a, ["#0 (7)"] * 3),
      "one title per column: got 3 titles for 10 images"),
     (lambda a: figures.denoising_figure(a, a[:3], a),
-     "one column per image: got 10 noisy, 3 denoised, 10 clean")])
-def test_a_figure_s_rows_of_different_lengths_are_refused(draw, message):
+     "one column per image, and at least one: got 10 noisy, 3 denoised, 10 clean"),
+    # These failed inside NumPy or matplotlib ("Number of columns must be a
+    # positive integer, not 0"; "Invalid shape (1, 5, 5) for image data";
+    # "index 1 is out of bounds"), or lost 32 of 64 filters without a word.
+    (lambda a: figures.reconstruction_figure(a[:0], a[:0]),
+     "one column per image, and at least one: got 0 originals, 0 reconstructions"),
+    (lambda a: figures.filters_figure(np.zeros((64, 5, 5))),
+     "filters must be the first layer's, (32, 5, 5) or (32, 1, 5, 5), got shape (64, 5, 5)"),
+    (lambda a: figures.code_pca_figure(a[:1].reshape(1, 784), [7], list("0123456789")),
+     "codes must be (N, D) with N and D at least 2 for two principal components, got "
+     "shape (1, 784)"),
+    (lambda a: figures.interpolate_codes(a[0, 0, 0], a[1, 0, 0], 2.5),
+     "steps=2.5, not a whole number of 2 or more (the line's two ends and the codes "
+     "between them)"),
+    (lambda a: figures.interpolate_codes(a[0, 0, 0], a[1, 0, 0], 1),
+     "steps=1, not a whole number of 2 or more (the line's two ends and the codes "
+     "between them)")])
+def test_what_a_figure_cannot_draw_is_refused_saying_what(draw, message):
     """In a notebook, a short row left blank columns and a long one lost
-    images, in a figure that looked fine."""
+    images, in a figure that looked fine; other input the figures cannot
+    draw is named too."""
     with pytest.raises(ValueError) as error:
         draw(np.zeros((10, 1, 28, 28), np.float32))
     assert str(error.value) == message
+
+
+def test_the_filters_figure_takes_the_layer_s_w_as_lasagne_holds_it():
+    """Lasagne's W of the first layer is (32, 1, 5, 5): the same picture as
+    its filters (32, 5, 5)."""
+    W = np.random.RandomState(0).uniform(-1, 1, (32, 1, 5, 5))
+    np.testing.assert_array_equal(pixels(figures.filters_figure(W)),
+                                  pixels(figures.filters_figure(W[:, 0])))
 
 
 def test_learning_curves_mark_whole_epochs_only():

@@ -21,6 +21,9 @@ OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 FIGURES_DIR = "figures"
 # NumPy's RandomState takes seeds from 0 to 2**32 - 1.
 MAX_SEED = 2 ** 32 - 1
+# checkpoint.npz holds the epochs a run was told to train as an int64: more
+# made a checkpoint that no --resume could read.
+MAX_EPOCHS = 2 ** 63 - 1
 # What an error writing a command's report lines names.
 STDOUT = "standard output"
 
@@ -76,6 +79,8 @@ whole_number = Number(int, lambda v: True, "a whole number")
 positive_float = Number(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
 fraction = Number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 seed = Number(int, lambda v: 0 <= v <= MAX_SEED, "an integer from 0 to {}".format(MAX_SEED))
+epochs = Number(int, lambda v: 1 <= v <= MAX_EPOCHS,
+                "a positive integer of at most {}".format(MAX_EPOCHS))
 
 
 def nonempty_path(text):

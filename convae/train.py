@@ -300,8 +300,8 @@ class Run:
                 len(X_train), self.settings.batch_size))
         if not len(X_val):
             raise ValueError("X_val holds no images")
-        if not cli.positive_int.accepts(epochs):
-            raise ValueError("epochs={!r}, not {}".format(epochs, cli.positive_int.wanted))
+        if not cli.epochs.accepts(epochs):
+            raise ValueError("epochs={!r}, not {}".format(epochs, cli.epochs.wanted))
         begun = epochs_begun(self.epoch, self.batch)
         if epochs < begun:  # restored at epoch 5, train(3) would train nothing, saying nothing
             raise ValueError("epochs={} is fewer than the {} epochs this run has begun "
@@ -431,7 +431,7 @@ def parse_args(argv=None):
                    "missing files are downloaded)")
     p.add_argument("--dataset", choices=sorted(data.DATASETS),
                    help="default: mnist")
-    p.add_argument("--epochs", type=cli.positive_int,
+    p.add_argument("--epochs", type=cli.epochs,
                    help="default: {} (resumed: the run's own)".format(DEFAULT_EPOCHS))
     p.add_argument("--batch-size", type=cli.positive_int, help="default: 128")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="default: adam")

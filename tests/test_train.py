@@ -77,8 +77,8 @@ def test_float64_images_train_as_the_float32_ones_they_equal(small_data, tmp_pat
      "X_train must be an array of shape (N, 1, 28, 28), got shape (600, 784)"),
     (lambda X, V, E: (X[:99], V, E), "X_train holds 99 images, fewer than a batch of 100"),
     (lambda X, V, E: (X, V[:0], E), "X_val holds no images"),
-    (lambda X, V, E: (X, V, 0), "epochs=0, not a positive integer"),
-    (lambda X, V, E: (X, V, "2"), "epochs='2', not a positive integer")])
+    (lambda X, V, E: (X, V, 0), "epochs=0, not a positive integer of at most 9223372036854775807"),
+    (lambda X, V, E: (X, V, "2"), "epochs='2', not a positive integer of at most ")])
 def test_run_train_refuses_what_it_cannot_train_on_saying_what(small_data, tmp_path,
                                                               change, said):
     """In a notebook, 0-255 pixels (uint8 or float) trained for good at a loss
@@ -442,6 +442,30 @@ def test_bad_flags_exit_with_usage_error(flags, capsys):
     assert done.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("convae-train: error: argument {}: ".format(flags[-2])), err
+
+
+def test_the_most_epochs_a_run_takes_is_what_its_checkpoint_holds(small_data, tmp_path,
+                                                                   capsys):
+    """--epochs 99999999999999999999 trained, but its checkpoints held the
+    number as a Python object, which --resume could not read ("Object arrays
+    cannot be loaded when allow_pickle=False"): the run could not go on."""
+    assert train.parse_args(["--epochs", str(cli.MAX_EPOCHS)]).epochs == cli.MAX_EPOCHS
+    with pytest.raises(SystemExit):
+        train.parse_args(["--epochs", str(cli.MAX_EPOCHS + 1)])
+    assert capsys.readouterr().err.endswith(
+        "argument --epochs: must be a positive integer of at most 9223372036854775807, got "
+        "'9223372036854775808'\n")
+    told = checkpoint.Checkpoint(settings={}, architecture="[]", state=[], metrics=[], epoch=0,
+                                 batch=0, err_sum=0.0, epochs=cli.MAX_EPOCHS,
+                                 rng_state=np.random.RandomState(1).get_state())
+    (tmp_path / "checkpoint.npz").write_bytes(checkpoint.encode(told))
+    assert checkpoint.load(str(tmp_path / "checkpoint.npz"), []).epochs == cli.MAX_EPOCHS
+    X_train, X_val, _ = small_data  # and in a notebook (stopped at once, were it taken)
+    run = train.Run(settings(), str(tmp_path / "nb"), log=quiet)
+    with pytest.raises(ValueError) as error:
+        run.train(X_train, X_val, cli.MAX_EPOCHS + 1, stop_requested=lambda: True)
+    assert str(error.value) == ("epochs=9223372036854775808, not a positive integer of at "
+                                "most 9223372036854775807")
 
 
 @pytest.mark.parametrize("flags", [["--noise-level", "0.5"],

@@ -188,10 +188,10 @@ def _directory_problem(directory):
     if not os.path.isdir(existing):
         return "{} is not a directory".format(existing) if missing else "not a directory"
     # A dangling link (or a loop) looks missing, but no directory can be made there.
-    broken = next(((path, dead_link(path)) for path in missing if dead_link(path)), None)
-    if broken:
-        path, link = broken
-        return link if path == missing[0] else "{} is {}".format(path, link)
+    for path in missing:
+        link = dead_link(path)
+        if link:
+            return link if path == missing[0] else "{} is {}".format(path, link)
     longest = max([len(os.fsencode(os.path.basename(path))) for path in missing] + [0])
     limit = _name_limit(existing)
     if longest > limit:

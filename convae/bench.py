@@ -23,8 +23,8 @@ more than those are refused. Measured on real MNIST in fresh child processes
   the milliseconds each kernel that can run it took when it was measured
   on this machine, see ``convae.runtime.kernel_choice``);
 * ``cpu_wait_share``: the seconds convae's threads waited, runnable, for a
-  CPU per second they timed (0.0-0.02 on a quiet machine; see
-  ``convae.timing``), and ``kernels_unmeasured``: the correlations whose
+  CPU per second they timed (0.0-0.02 on a quiet machine; None, null in
+  the JSON, where Linux does not say; see ``convae.timing``), and ``kernels_unmeasured``: the correlations whose
   kernel measurement other programs disturbed, run on the rule's pick;
   either says a busy machine, with a warning on standard error;
 * with ``--pytorch PYTHON``: ``scripts/bench_pytorch.py`` (the same network
@@ -439,7 +439,7 @@ def busy_warning(report):
     PyTorch's (``pytorch_cpu_wait_share``), else None."""
     said = ["{}'s threads waited for a CPU {} s per second timed".format(who, report[key])
             for who, key in (("convae", "cpu_wait_share"), ("PyTorch", "pytorch_cpu_wait_share"))
-            if report.get(key, 0) > STEADY_WAIT]
+            if (report.get(key) or 0) > STEADY_WAIT]  # None: Linux does not say
     unmeasured = len(report["kernels_unmeasured"])
     if unmeasured:
         said.append("{} correlation{} ran the widest kernel unmeasured".format(

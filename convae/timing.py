@@ -83,8 +83,10 @@ def turn_waiter():
 
 def waited():
     """Seconds the process's threads have waited, runnable, for a CPU, in all
-    (Linux's schedstat run_delay, summed over threads); 0.0 where it cannot tell."""
-    total = 0
+    (Linux's schedstat run_delay, summed over threads); None where Linux does
+    not say (a kernel without schedstat, some sandboxes): not 0.0, which
+    would read as a quiet machine."""
+    total, told = 0, False
     try:
         tasks = os.listdir(TASKS_DIR)
     except OSError:
@@ -93,16 +95,18 @@ def waited():
         try:
             with open(os.path.join(TASKS_DIR, task, "schedstat")) as f:
                 total += int(f.read().split()[1])
+            told = True
         except (OSError, ValueError, IndexError):  # a thread gone; no schedstat
             pass
-    return total / 1e9
+    return total / 1e9 if told else None
 
 
 def rates_and_cpu_wait(timings, rounds=ROUNDS, before_round=None):
     """``interleaved_rates(timings, rounds, before_round)``, and the seconds this
     process's threads waited, runnable, for a CPU per second of that timing
     (see ``waited``; the time in ``before_round``, waiting for a turn, is not
-    timing): above STEADY_WAIT, other programs had the CPUs."""
+    timing): above STEADY_WAIT, other programs had the CPUs; None where Linux
+    does not say."""
     turns = []
 
     def timed_turn():
@@ -112,4 +116,7 @@ def rates_and_cpu_wait(timings, rounds=ROUNDS, before_round=None):
     start, waited_before = time.perf_counter(), waited()
     rates = interleaved_rates(timings, rounds, timed_turn if before_round is not None else None)
     timed = time.perf_counter() - start - sum(turns)
-    return rates, round((waited() - waited_before) / timed, 3)
+    waited_after = waited()
+    if waited_before is None or waited_after is None:
+        return rates, None
+    return rates, round((waited_after - waited_before) / timed, 3)

@@ -14,8 +14,8 @@ Prints one JSON object: train_images_per_s and eval_images_per_s at steady
 state, timed by the same code as convae's (``convae/timing.py``: the best of
 short windows, training and evaluation taking turns, on --batches batches
 in turn), cpu_wait_share (how long its threads waited for a CPU per second
-timed: above 0.1, other programs had the CPUs), threads, batch size and the
-PyTorch version.
+timed: above 0.1, other programs had the CPUs; null where Linux does not
+say), threads, batch size and the PyTorch version.
 ``python -m convae.bench --pytorch PYTHON`` runs it in the same run as
 convae's own measurement, with ``--turns``: its rounds of windows then take
 turns with convae's, one round at a time (see ``convae/timing.py``).

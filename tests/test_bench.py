@@ -83,7 +83,8 @@ def test_an_efficiency_above_one_is_an_error_not_a_number(mnist_dir, capsys, mon
      "1 correlation ran the widest kernel unmeasured"),
     # A busy machine slowing PyTorch's turns alone would flatter convae's ratios.
     (0.02, [], 0.3, "PyTorch's threads waited for a CPU 0.3 s per second timed"),
-    (0.02, [], 0.02, None)])
+    (0.02, [], 0.02, None),
+    (None, [], None, None)])  # Linux does not say: no warning, and no TypeError
 def test_a_busy_machine_is_reported_with_its_numbers(mnist_dir, tmp_path, capsys, monkeypatch,
                                                      wait, unmeasured, torch_wait, said):
     """Other programs running beside the benchmark left no trace in its report."""
@@ -335,8 +336,10 @@ def test_bench_pytorch_reads_an_uncompressed_images_file_as_convae_does(mnist_di
     assert result["train_images_per_s"] > 0 and 0 <= result["cpu_wait_share"] < 10
 
 
-def test_waited_sums_the_threads_waits_and_is_zero_where_linux_does_not_say(
+def test_waited_sums_the_threads_waits_and_is_none_where_linux_does_not_say(
         tmp_path, monkeypatch):
+    """Where no thread's schedstat could be read it said 0.0, and the report
+    a quiet machine: it cannot tell, and says None (null in the JSON)."""
     for task, line in (("101", "5000 1500000000 7\n"), ("102", "9 250000000 1\n"),
                        ("103", "garbled\n")):  # schedstat: run time, run_delay (ns), slices
         (tmp_path / task).mkdir()
@@ -345,4 +348,7 @@ def test_waited_sums_the_threads_waits_and_is_zero_where_linux_does_not_say(
     monkeypatch.setattr(timing, "TASKS_DIR", str(tmp_path))
     assert timing.waited() == 1.75
     monkeypatch.setattr(timing, "TASKS_DIR", str(tmp_path / "no" / "such"))
-    assert timing.waited() == 0.0
+    assert timing.waited() is None
+    rates, share = timing.rates_and_cpu_wait({"sleep": (lambda i: time.sleep(0.01), 1.0)},
+                                             rounds=1)
+    assert share is None and 50 < rates["sleep"] < 101

@@ -444,6 +444,22 @@ def test_a_measurement_other_programs_disturbed_is_not_kept(kernel_store, busy_c
     assert sorted(kept["ms"]) == sorted(fitting)
 
 
+def test_where_linux_does_not_say_how_long_threads_waited_the_measurement_is_kept(
+        kernel_store, monkeypatch):
+    """No schedstat (some kernels and sandboxes): ``waited`` is None, and the
+    kernel choice goes on as on a quiet machine, through the C and back."""
+    bottom, _, top = conv_case((16, 32, 12, 32, 5))
+    fitting = fitting_kernels(32)
+    if len(fitting) == 1:
+        pytest.skip("no AVX2 (avx2, fma) or AVX-512 (avx512f): BLAS is the only kernel here")
+    monkeypatch.setattr(kernel_choice, "waited", lambda: None)
+    expected = compiled(BatchedCorr("grad_weights", fitting[0]), bottom, top)
+    KERNELS_RUN.clear()
+    np.testing.assert_array_equal(compiled(BatchedCorr("grad_weights"), bottom, top), expected)
+    kept, = json.loads(kernel_store.read_text())[kernel_choice.cpu_key()].values()
+    assert sorted(kept["ms"]) == sorted(fitting) and kernel_choice.unmeasured() == []
+
+
 INTERRUPTED_CODEC = """
 import os, signal, threading, time
 import numpy as np

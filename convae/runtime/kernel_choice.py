@@ -115,10 +115,13 @@ def remember(correlation, seconds, default, waited_before, timed):
     its name; but where the process's threads waited for a CPU (since ``waited()``
     was ``waited_before``) for more than STEADY_WAIT of the ``timed`` seconds, other
     programs had the CPUs: run the rule's pick ``default`` in this process and keep
-    nothing, so that the next process measures again.
+    nothing, so that the next process measures again (where Linux does not say
+    how long they waited, ``waited`` None, the measurement is kept).
     Best effort: a file that cannot be written keeps the choice in memory."""
     global _kept
-    if waited() - waited_before > STEADY_WAIT * timed:
+    waited_after = waited()
+    if (None not in (waited_before, waited_after)
+            and waited_after - waited_before > STEADY_WAIT * timed):
         _unsteady[correlation] = default
         return default
     kernel = pick(seconds, default)

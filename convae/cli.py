@@ -86,13 +86,17 @@ epochs = Number(int, lambda v: 1 <= v <= MAX_EPOCHS,
 def nonempty_path(text):
     """argparse type: a file or directory name, not empty (an empty name
     silently meant a default or the current directory, or failed naming
-    nothing) and not ``-``, with a leading ``~`` expanded: the shell leaves
-    it in ``--out=~/runs/x``, which made a directory named ``~`` here."""
+    nothing), not ``-`` and not two names on two lines, with a leading ``~``
+    expanded: the shell leaves it in ``--out=~/runs/x``, which made a
+    directory named ``~`` here."""
     if not text:
         raise argparse.ArgumentTypeError("must name a file or directory, got ''")
     if text == "-":  # to many tools standard input or output; here it made a file named "-"
         raise argparse.ArgumentTypeError("'-' (standard input or output) is not taken: give "
                                          "a file or directory name (./- for one named -)")
+    if "\n" in text:  # "$(ls runs/*/model.npz)" of two runs: the error named the first alone
+        raise argparse.ArgumentTypeError("{!r} holds a line break: give one file or directory "
+                                         "name".format(text))
     return os.path.expanduser(text)
 
 

@@ -316,12 +316,16 @@ def test_reconstruct_refuses_foreign_weights_and_unwritable_output(mnist_dir, tm
 @pytest.mark.parametrize("name, message", [
     ("", "must name a file or directory, got ''"),
     ("-", "'-' (standard input or output) is not taken: give a file or directory name "
-     "(./- for one named -)")])
-def test_an_empty_name_or_a_dash_for_a_path_flag_is_a_usage_error(
+     "(./- for one named -)"),
+    ("runs/a/model.npz\nruns/b/model.npz", "'runs/a/model.npz\\nruns/b/model.npz' holds a "
+     "line break: give one file or directory name")])
+def test_an_empty_name_a_dash_or_two_lines_for_a_path_flag_is_a_usage_error(
         command, flag, name, message, capsys, tmp_path, monkeypatch):
     # Before, an empty name fell back to a default or the current directory,
     # or failed after the work naming nothing (or a temporary file); "-",
-    # standard output to many tools, made a file or directory named "-".
+    # standard output to many tools, made a file or directory named "-"; two
+    # names on two lines ("$(ls runs/*/model.npz)") were cut to the first in
+    # the one-line error ("no weights at runs/a/model.npz", which exists).
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as done:
         command.main([flag, name])

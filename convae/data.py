@@ -23,6 +23,7 @@ import glob
 import gzip
 import hashlib
 import os
+import sys
 import urllib.error
 import urllib.request
 import zlib
@@ -255,9 +256,11 @@ def download(dataset, name, directory, mirrors=None, timeout=60):
                         urllib.request.urlopen(url, timeout=timeout) as response:
                     length = response.headers.get("Content-Length")
                     size = 0
-                    # A progress bar on a terminal (quiet otherwise), gone when done.
+                    # A progress bar on a terminal (quiet otherwise, and where
+                    # standard error is closed), gone when done.
                     with tqdm(total=int(length) if length else None, desc=name, unit="B",
-                              unit_scale=True, leave=False, disable=None) as bar:
+                              unit_scale=True, leave=False,
+                              disable=None if sys.stderr is not None else True) as bar:
                         for chunk in iter(lambda: response.read(1 << 20), b""):
                             _write_all(out, chunk)
                             size += len(chunk)

@@ -396,10 +396,14 @@ class Run:
         """A tqdm bar over this epoch's training images (rate, time left, running
         loss); it vanishes when the epoch ends (see ``progress``)."""
         batch_size = self.settings.batch_size
+        # Standard error closed (2>&-) leaves sys.stderr None, which tqdm
+        # cannot ask whether it is a terminal: it drew on None, and training
+        # failed unseen. No bar then.
+        shown = self.progress if sys.stderr is not None else False
         return tqdm(total=n_batches * batch_size, initial=self.batch * batch_size,
                     desc="Epoch {}/{}".format(self.epoch + 1, epochs), unit="img",
                     leave=False, dynamic_ncols=True,
-                    disable=None if self.progress is None else not self.progress)
+                    disable=None if shown is None else not shown)
 
     def report_dead_network(self, X_val, images=100):
         """Say so, once, if the network gives every input the same reconstruction.

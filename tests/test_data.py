@@ -170,6 +170,14 @@ def test_download_good_file(mirror, tmp_path):
     assert path == str(tmp_path / TEST_LABELS)
     assert data.read_idx(path)[:3].tolist() == [7, 2, 1]
     assert os.listdir(tmp_path) == [TEST_LABELS]
+
+
+def test_a_download_with_standard_error_closed(mirror, tmp_path, monkeypatch):
+    """2>&- leaves Python no sys.stderr: the progress bar wrote to None
+    ("'NoneType' object has no attribute 'write'") and the download failed."""
+    monkeypatch.setattr(sys, "stderr", None)
+    path = data.download("mnist", TEST_LABELS, str(tmp_path), [mirror + "good/"])
+    assert data.read_idx(path)[:3].tolist() == [7, 2, 1]
     # Readable as any file the user writes (0666 less the umask), not 0600.
     umask = os.umask(0o022)
     os.umask(umask)

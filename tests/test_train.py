@@ -949,6 +949,21 @@ def test_progress_bar_on_a_terminal_only(mnist_dir, tmp_path):
     assert run_on(mnist_dir, tmp_path / "pipe", terminal=False) == ""
 
 
+def test_training_with_standard_error_closed(mnist_dir, tmp_path):
+    """convae-train 2>&- (Python's sys.stderr is then None): tqdm's test for
+    a terminal wrote to None after compiling, and the command exited 1 with
+    its traceback unseen, having trained nothing."""
+    done = subprocess.run(
+        [sys.executable, "-m", "convae.train", "--data-dir", mnist_dir, "--out",
+         str(tmp_path / "run"), "--epochs", "1"] + SMALL,
+        cwd=REPO, preexec_fn=lambda: os.close(2), stdout=subprocess.PIPE, text=True,
+        timeout=600)
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[-2].startswith("Epoch 1 of 1 took ")
+    assert sorted(os.listdir(tmp_path / "run")) == sorted(
+        ["checkpoint.npz", "metrics.jsonl", "model.npz", "test.json"])
+
+
 def test_a_batch_too_large_for_the_memory_is_one_line(mnist_dir, tmp_path):
     """--batch-size 20000 in 6 GB of address space: NumPy's MemoryError in the
     first batch, reported in one line naming the flag, and no --out left."""

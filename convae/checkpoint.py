@@ -10,6 +10,8 @@ An ``.npz`` of
 * ``metrics``: the per-epoch records so far, as JSON;
 * ``epochs``: the number of epochs the run was told to train (-1: unknown,
   in checkpoints written before it was kept);
+* ``train_images``: how many training images its epochs go over (-1: unknown,
+  as ``epochs``), so that an epoch stopped midway is finished on as many;
 * ``position``: [epoch, batch], the epochs and batches done; ``err_sum``: the
   sum of the training losses of the current epoch's batches so far;
 * ``rng_keys``, ``rng_extra``: the shuffling generator's state at the start
@@ -41,6 +43,7 @@ class Checkpoint:
     err_sum: float
     rng_state: tuple
     epochs: int = -1
+    train_images: int = -1
     path: str = ""
 
 
@@ -54,6 +57,7 @@ def encode(checkpoint):
         metrics=np.array(json.dumps(checkpoint.metrics)),
         position=np.array([checkpoint.epoch, checkpoint.batch]),
         err_sum=np.array(checkpoint.err_sum), epochs=np.array(checkpoint.epochs),
+        train_images=np.array(checkpoint.train_images),
         rng_keys=keys, rng_extra=np.array([pos, has_gauss, gauss]))
     return npz_bytes(arrays)
 
@@ -105,7 +109,9 @@ def load(path, setting_names):
             state=state, metrics=json.loads(str(saved["metrics"])),
             epoch=epoch, batch=batch, err_sum=float(saved["err_sum"]),
             rng_state=("MT19937", saved["rng_keys"], int(pos), int(has_gauss), float(gauss)),
-            epochs=int(saved["epochs"]) if "epochs" in saved else -1, path=path)
+            epochs=int(saved["epochs"]) if "epochs" in saved else -1,
+            train_images=int(saved["train_images"]) if "train_images" in saved else -1,
+            path=path)
     except (ValueError, KeyError, TypeError) as e:
         if "arr_0" in saved and "settings" not in saved:  # the reverse: files.load_params
             raise CheckpointError("{}: a parameter file (model.npz), not a convae-train "

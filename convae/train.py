@@ -213,6 +213,7 @@ class Run:
                       if var is not self.compiled.learning_rate]
         self.epoch, self.batch, self.err_sum, self.metrics = 0, 0, 0.0, []
         self.epochs = -1
+        self.train_images = -1  # what its epochs go over, once it has trained (-1: not yet)
         self.epoch_rng_state = self.shuffle_rng.get_state()
         self.dead_reported = False
         self.continues_out_dir = False  # saved there, or restored from there: its own
@@ -229,7 +230,8 @@ class Run:
             settings=asdict(self.settings), architecture=architecture(self.network),
             state=[var.get_value() for var in self.state], metrics=self.metrics,
             epoch=self.epoch, batch=self.batch, err_sum=self.err_sum,
-            rng_state=self.epoch_rng_state, epochs=self.epochs))
+            rng_state=self.epoch_rng_state, epochs=self.epochs,
+            train_images=self.train_images))
         params = files.npz_bytes(files.param_values(self.network))
         lines = "".join(json.dumps(m) + "\n" for m in self.metrics)
         try:
@@ -272,6 +274,7 @@ class Run:
         self.metrics = saved.metrics
         self.epoch, self.batch, self.err_sum = saved.epoch, saved.batch, saved.err_sum
         self.epochs = saved.epochs
+        self.train_images = saved.train_images
         self.epoch_rng_state = saved.rng_state
         self.continues_out_dir = True
 
@@ -287,7 +290,8 @@ class Run:
         ``epochs`` on them here. Other images (8-bit or 0-255 pixels, flat ones),
         too few training images for a batch, no validation image or an
         ``epochs`` that is not a positive integer, or fewer than the run has
-        begun (it counts from the run's start), are a ValueError saying so,
+        begun (it counts from the run's start), and other training images than
+        an epoch stopped midway began on, are a ValueError saying so,
         as is an ``out_dir`` where the run's files cannot be written (a file,
         say: found before an epoch is trained, not when it is to be saved); an
         ``out_dir`` holding another run's files (not restored into this Run),
@@ -307,6 +311,13 @@ class Run:
             raise ValueError("epochs={} is fewer than the {} epochs this run has begun "
                              "(epochs counts from the run's start, not from here); give {} "
                              "or more".format(epochs, begun, begun))
+        if self.batch and self.train_images not in (-1, len(X_train)):
+            # Its order is a shuffle of those images, and its loss so far their sum:
+            # 1,000 after 31 batches of 10,000 made an epoch's loss 0.24 for 0.03.
+            raise ValueError("X_train holds {} images, but this run stopped in the middle of "
+                             "epoch {} (after batch {}) of an epoch over {}: finish it on "
+                             "those".format(len(X_train), self.epoch + 1, self.batch,
+                                            self.train_images))
         cli.writable_directory(self.out_dir, "out_dir")
         earlier = [] if self.continues_out_dir else earlier_run(self.out_dir)
         if earlier:  # in a notebook, out_dir="runs/default" of a run of the command, say
@@ -343,7 +354,7 @@ class Run:
         stop_requested = stop_requested or (lambda: False)
         X_train, X_val = self.checked(X_train, X_val, epochs)
         batch_size = self.settings.batch_size
-        self.epochs = epochs
+        self.epochs, self.train_images = epochs, len(X_train)
         n_batches = len(X_train) // batch_size
         train_fn, val_fn = self.compiled.train_fn, self.compiled.val_fn
         while self.epoch < epochs:

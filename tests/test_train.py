@@ -1,6 +1,7 @@
 """The training loop on a slice of real MNIST: learning, determinism, resume, failures."""
 import errno
 import gc
+import io
 import itertools
 import json
 import os
@@ -294,6 +295,44 @@ def test_an_interrupt_in_a_notebook_stops_at_a_batch_saved_and_continues_exactly
     for a, b, c in zip(params_of(whole), params_of(run), params_of(resumed)):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
+
+
+def test_an_epoch_stopped_midway_is_finished_on_as_many_training_images(small_data, tmp_path):
+    """Stopped after 31 batches of 10,000 images and continued on 1,000 (7
+    batches), an epoch skipped all of them and logged their 31 batches' loss
+    over 7: 0.24 for 0.03, at 0 images/s, without a word. Between epochs, other
+    images are the notebook's to choose."""
+    X_train, X_val, _ = small_data
+    run = train.Run(settings(), str(tmp_path), log=quiet)
+    stops = iter([False, True])
+    assert not run.train(X_train, X_val, 2, stop_requested=lambda: next(stops))
+    assert (run.epoch, run.batch) == (0, 2)
+    said = ("X_train holds 300 images, but this run stopped in the middle of epoch 1 (after "
+            "batch 2) of an epoch over 600: finish it on those")
+    for continued in (run, train.Run(settings(), str(tmp_path), log=quiet)):
+        if continued is not run:  # the same, restored from its checkpoint
+            continued.restore(train.load_checkpoint(str(tmp_path)))
+        with pytest.raises(ValueError) as error:
+            continued.train(X_train[:300], X_val, 2)
+        assert str(error.value) == said and continued.metrics == []
+    assert run.train(X_train, X_val, 1)  # the epoch finished on its own images
+    assert run.train(X_train[:300], X_val, 2)  # then the next on others
+    assert [m["epoch"] for m in run.metrics] == [1, 2]
+
+
+def test_a_checkpoint_from_before_train_images_were_kept_still_loads(tmp_path):
+    told = checkpoint.Checkpoint(settings={}, architecture="[]", state=[], metrics=[], epoch=0,
+                                 batch=3, err_sum=0.5, epochs=2, train_images=600,
+                                 rng_state=np.random.RandomState(1).get_state())
+    arrays = dict(np.load(io.BytesIO(checkpoint.encode(told))))
+    assert checkpoint.load(_written(tmp_path / "new.npz", arrays), []).train_images == 600
+    del arrays["train_images"]
+    assert checkpoint.load(_written(tmp_path / "old.npz", arrays), []).train_images == -1
+
+
+def _written(path, arrays):
+    np.savez(path, **arrays)
+    return str(path)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small_data, tmp_path):

@@ -24,9 +24,10 @@ more than those are refused. Measured on real MNIST in fresh child processes
   on this machine, see ``convae.runtime.kernel_choice``);
 * ``cpu_wait_share``: the seconds convae's threads waited, runnable, for a
   CPU per second they timed (0.0-0.02 on a quiet machine; None, null in
-  the JSON, where Linux does not say; see ``convae.timing``), and ``kernels_unmeasured``: the correlations whose
-  kernel measurement other programs disturbed, run on the rule's pick;
-  either says a busy machine, with a warning on standard error;
+  the JSON, where Linux does not say; see ``convae.timing``), and
+  ``kernels_unmeasured``: the correlations whose kernel measurement other
+  programs disturbed, run on the rule's pick; either says a busy machine,
+  with a warning on standard error;
 * with ``--pytorch PYTHON``: ``scripts/bench_pytorch.py`` (the same network
   in PyTorch, CPU eager, timed by the same code) run by that Python on the
   same batches and threads, taking turns with convae's measuring child round

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from convae import cli
-from convae.files import write_atomically
+from convae.files import METRICS_FILE, in_run, write_atomically
 
 # The figure formats a file name may ask for by its extension: matplotlib
 # writes each of these by itself (its .pgf needs LaTeX, its .raw and .rgba
@@ -236,14 +236,15 @@ def save_figure(fig, path):
 
 
 def read_metrics(path):
-    """Read a metrics.jsonl file (one JSON object per epoch) into a list of dicts.
+    """Read a metrics.jsonl file (one JSON object per epoch), or its run
+    directory's, into a list of dicts.
 
     ValueError, naming the file and line, if it is not one: unreadable text,
     a line that is not JSON, a record without epoch, train_loss, val_loss,
     epochs that do not count 1, 2, 3, ... (two runs' files run together), or
     a loss that is no mean squared error (not a finite number >= 0).
     """
-    records = []
+    records, path = [], in_run(path, METRICS_FILE)  # a run directory, as --weights takes
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()

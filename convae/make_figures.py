@@ -132,8 +132,8 @@ def main(argv=None):
                                      description=__doc__.split("\n")[0])
     cli.common_arguments(parser)
     parser.add_argument("--metrics", type=cli.nonempty_path,
-                        help="metrics.jsonl of the run (default: the one beside "
-                        "--weights, or the shipped run's)")
+                        help="metrics.jsonl of the run, or its run directory "
+                        "(default: the one beside --weights, or the shipped run's)")
     parser.add_argument("--denoising-weights", type=cli.nonempty_path,
                         default=SHIPPED_DENOISING_WEIGHTS,
                         help="weights of a --noise gaussian or mask run, shown with "

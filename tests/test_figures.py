@@ -484,6 +484,22 @@ def test_an_out_dir_that_is_a_file_is_refused_before_any_work(tmp_path, capsys, 
         "convae-figures: error: --out-dir {}: not a directory".format(tmp_path / "figs"))
 
 
+def test_metrics_are_read_from_a_run_directory_as_weights_are(tmp_path, monkeypatch):
+    """--metrics runs/x, the directory as --weights takes it, said "Is a
+    directory: runs/x", naming no flag."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(open(files.SHIPPED_METRICS).read())
+    shipped = figures.read_metrics(files.SHIPPED_METRICS)
+    assert figures.read_metrics(str(run)) == shipped
+    drawn = []
+    monkeypatch.setattr(make_figures.data, "load_test_set",
+                        lambda dataset, data_dir=None: (dataset, None))
+    monkeypatch.setattr(make_figures, "make_all", lambda *args: drawn.append(args) or [])
+    assert make_figures.main(["--metrics", str(run), "--out-dir", str(tmp_path / "figs")]) == 0
+    assert drawn[0][2] == shipped
+
+
 def test_shipped_run_is_documented():
     metrics = figures.read_metrics(files.SHIPPED_METRICS)
     assert [m["epoch"] for m in metrics] == list(range(1, len(metrics) + 1))

@@ -70,7 +70,9 @@ class Settings:
         unknown optimizer or noise (``optimizer="Adam"``) would otherwise
         train as Nesterov momentum or masking, a negative lr uphill, and
         ``batch_size=0`` or ``seed=-1`` fail deep inside NumPy or Theano. The
-        numbers are held to what the command's flags take."""
+        numbers are held to what the command's flags take, and kept as
+        Python's int and float: NumPy's (``np.int64(64)`` from an array of
+        batch sizes) are no JSON, and the first save, an epoch in, failed."""
         for name, allowed in (("dataset", sorted(data.DATASETS)), ("optimizer", OPTIMIZERS),
                               ("noise", NOISES)):
             if getattr(self, name) not in allowed:
@@ -83,6 +85,8 @@ class Settings:
             if not (number.accepts(value) or (optional and value is None)):
                 raise ValueError("{}={!r}, not {}{}".format(
                     name, value, number.wanted, " or None" if optional else ""))
+            if value is not None:
+                object.__setattr__(self, name, number.convert(value))  # frozen
 
 
 # The settings that shape the compiled functions (the function cache's key;

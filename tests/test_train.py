@@ -1,4 +1,5 @@
 """The training loop on a slice of real MNIST: learning, determinism, resume, failures."""
+import dataclasses
 import errno
 import gc
 import io
@@ -714,6 +715,23 @@ def test_settings_take_the_numbers_the_flags_take_of_any_python_kind():
                            limit_train=np.int32(500), limit_val=None,
                            noise_level=np.float32(0.5))
     assert taken.batch_size == 50 and taken.seed == 2 ** 32 - 1 and taken.lr == 1
+
+
+def test_a_run_of_numpy_numbers_saves_its_settings(small_data, tmp_path):
+    """Settings(batch_size=np.int64(100)), from an array of batch sizes, trained
+    an epoch and then failed to save it: "Object of type int64 is not JSON
+    serializable", a traceback, and the epoch lost. They are kept as Python's."""
+    given = dict(batch_size=np.int64(100), lr=np.float32(1e-3), seed=np.uint32(3),
+                 limit_train=np.int32(600), noise="mask", noise_level=np.float32(0.25))
+    made = settings(**given)
+    assert {name: type(getattr(made, name)) for name in given} == dict(
+        batch_size=int, lr=float, seed=int, limit_train=int, noise=str, noise_level=float)
+    assert made == settings(batch_size=100, lr=float(np.float32(1e-3)), seed=3, noise="mask",
+                            noise_level=float(np.float32(0.25)))
+    X_train, X_val, _ = small_data
+    run = train.Run(made, str(tmp_path), log=quiet)
+    assert run.train(X_train, X_val, 1)
+    assert train.load_checkpoint(str(tmp_path)).settings == dataclasses.asdict(made)
 
 
 def test_disk_full_keeps_one_consistent_point_and_says_one_line(

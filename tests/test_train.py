@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import lasagne
-from convae import checkpoint, cli, train
+from convae import checkpoint, cli, files, train
 from convae.model import build_convolutional_autoencoder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -321,19 +321,28 @@ def test_an_epoch_stopped_midway_is_finished_on_as_many_training_images(small_da
     assert [m["epoch"] for m in run.metrics] == [1, 2]
 
 
-def test_a_checkpoint_from_before_train_images_were_kept_still_loads(tmp_path):
-    told = checkpoint.Checkpoint(settings={}, architecture="[]", state=[], metrics=[], epoch=0,
-                                 batch=3, err_sum=0.5, epochs=2, train_images=600,
-                                 rng_state=np.random.RandomState(1).get_state())
-    arrays = dict(np.load(io.BytesIO(checkpoint.encode(told))))
-    assert checkpoint.load(_written(tmp_path / "new.npz", arrays), []).train_images == 600
-    del arrays["train_images"]
-    assert checkpoint.load(_written(tmp_path / "old.npz", arrays), []).train_images == -1
-
-
-def _written(path, arrays):
-    np.savez(path, **arrays)
+def written_checkpoint(path, without=(), **fields):
+    """``path`` (a str), holding a checkpoint of no network with ``fields``,
+    less the keys ``without``, as a convae from before they were kept wrote it."""
+    bare = dict(settings={}, architecture="[]", state=[], metrics=[], epoch=0, batch=0,
+                err_sum=0.0, rng_state=np.random.RandomState(1).get_state())
+    encoded = checkpoint.encode(checkpoint.Checkpoint(**dict(bare, **fields)))
+    if without:
+        arrays = dict(np.load(io.BytesIO(encoded)))
+        for key in without:
+            del arrays[key]
+        encoded = files.npz_bytes(arrays)
+    path.write_bytes(encoded)
     return str(path)
+
+
+def test_a_checkpoint_from_before_train_images_were_kept_still_loads(tmp_path):
+    new = written_checkpoint(tmp_path / "new.npz", batch=3, err_sum=0.5, epochs=2,
+                             train_images=600)
+    assert checkpoint.load(new, []).train_images == 600
+    old = written_checkpoint(tmp_path / "old.npz", without=["train_images"], batch=3,
+                             err_sum=0.5, epochs=2, train_images=600)
+    assert checkpoint.load(old, []).train_images == -1
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small_data, tmp_path):
@@ -495,11 +504,8 @@ def test_the_most_epochs_a_run_takes_is_what_its_checkpoint_holds(small_data, tm
     assert capsys.readouterr().err.endswith(
         "argument --epochs: must be a positive integer of at most 9223372036854775807, got "
         "'9223372036854775808'\n")
-    told = checkpoint.Checkpoint(settings={}, architecture="[]", state=[], metrics=[], epoch=0,
-                                 batch=0, err_sum=0.0, epochs=cli.MAX_EPOCHS,
-                                 rng_state=np.random.RandomState(1).get_state())
-    (tmp_path / "checkpoint.npz").write_bytes(checkpoint.encode(told))
-    assert checkpoint.load(str(tmp_path / "checkpoint.npz"), []).epochs == cli.MAX_EPOCHS
+    most = written_checkpoint(tmp_path / "checkpoint.npz", epochs=cli.MAX_EPOCHS)
+    assert checkpoint.load(most, []).epochs == cli.MAX_EPOCHS
     X_train, X_val, _ = small_data  # and in a notebook (stopped at once, were it taken)
     run = train.Run(settings(), str(tmp_path / "nb"), log=quiet)
     with pytest.raises(ValueError) as error:
